@@ -1,0 +1,58 @@
+import { Type } from "@sinclair/typebox";
+import { MatrixError } from "@revier/protocol";
+import { route } from "../../http/route.js";
+import { FilterError, parseFilter, type Filter } from "../../sync/filter.js";
+import type { Services } from "../../services.js";
+
+const MAX_TIMEOUT_MS = 120_000;
+
+async function resolveFilter(s: Services, userId: string, raw: string | undefined): Promise<Filter | undefined> {
+  if (raw === undefined || raw === "") return undefined;
+  try {
+    if (raw.trimStart().startsWith("{")) {
+      let json: unknown;
+      try {
+        json = JSON.parse(raw);
+      } catch {
+        throw new MatrixError("M_INVALID_PARAM", "filter is not valid JSON");
+      }
+      return parseFilter(json);
+    }
+    const stored = await s.accountData.getFilter(userId, raw);
+    if (stored === undefined) throw new MatrixError("M_INVALID_PARAM", "Unknown filter id");
+    return parseFilter(stored);
+  } catch (err) {
+    if (err instanceof FilterError) throw new MatrixError("M_INVALID_PARAM", `Invalid filter: ${err.message}`);
+    throw err;
+  }
+}
+
+export const syncRoutes = [
+  route(
+    {
+      method: "GET",
+      url: "/_matrix/client/v3/sync",
+      query: Type.Object({
+        since: Type.Optional(Type.String({ maxLength: 64 })),
+        timeout: Type.Optional(Type.Integer({ minimum: 0 })),
+        filter: Type.Optional(Type.String({ maxLength: 16384 })),
+        full_state: Type.Optional(Type.Boolean()),
+        set_presence: Type.Optional(Type.Union([Type.Literal("online"), Type.Literal("offline"), Type.Literal("unavailable")])),
+        use_state_after: Type.Optional(Type.Boolean()),
+      }),
+    },
+    async ({ user, query, req }, s) => {
+      const filter = await resolveFilter(s, user.userId, query.filter);
+      if (query.set_presence !== "offline") await s.ephemeral.setPresence(user.userId, query.set_presence ?? "online");
+      const abort = new AbortController();
+      req.raw.once("close", () => abort.abort());
+      return s.sync.sync(user, {
+        since: query.since,
+        timeoutMs: Math.min(query.timeout ?? 0, MAX_TIMEOUT_MS),
+        filter,
+        fullState: query.full_state === true,
+        signal: abort.signal,
+      });
+    },
+  ),
+];

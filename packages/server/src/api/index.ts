@@ -1,0 +1,28 @@
+import type { RouteDef } from "../http/route.js";
+import { metaRoutes } from "./client/meta.js";
+import { sessionRoutes } from "./client/session.js";
+import { accountRoutes } from "./client/account.js";
+import { deviceRoutes } from "./client/devices.js";
+import { profileRoutes } from "./client/profile.js";
+import { roomRoutes } from "./client/rooms.js";
+import { syncRoutes } from "./client/sync.js";
+import { directoryRoutes } from "./client/directory.js";
+import { accountDataRoutes } from "./client/account-data.js";
+import { receiptRoutes } from "./client/receipts.js";
+import { pushRoutes } from "./client/push.js";
+import { opsRoutes } from "./ops.js";
+
+export const ALL_ROUTES: RouteDef[] = [
+  ...metaRoutes,
+  ...sessionRoutes,
+  ...accountRoutes,
+  ...deviceRoutes,
+  ...profileRoutes,
+  ...roomRoutes,
+  ...syncRoutes,
+  ...directoryRoutes,
+  ...accountDataRoutes,
+  ...receiptRoutes,
+  ...pushRoutes,
+  ...opsRoutes,
+];

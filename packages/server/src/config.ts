@@ -1,0 +1,193 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { isValidServerName } from "@revier/protocol";
+
+/** Everything the server can be told, validated once at start-up. */
+export interface Config {
+  bind: string;
+  port: number;
+  serverName: string;
+  publicBaseUrl: string;
+  dataDir: string;
+  databaseUrl: string | null;
+  busUrl: string | null;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  registration: { enabled: boolean; tokenRequired: boolean };
+  limits: {
+    maxBodyBytes: number;
+    maxJsonDepth: number;
+    loginPerMinute: number;
+    registerPerMinute: number;
+    sendPerSecond: number;
+    sendBurst: number;
+  };
+  tokens: { accessTokenLifetimeMs: number | null };
+  shutdownGraceMs: number;
+  trustProxy: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly key: string, message: string) {
+    super(`invalid setting ${key}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Parser<T> = (raw: unknown, key: string) => T;
+
+const str: Parser<string> = (raw, key) => {
+  if (typeof raw !== "string" && typeof raw !== "number") throw new ConfigError(key, "expected a string");
+  return String(raw);
+};
+const int =
+  (min: number, max: number): Parser<number> =>
+  (raw, key) => {
+    const n = typeof raw === "number" ? raw : typeof raw === "string" && /^-?\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+    if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(key, `expected an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+    return n;
+  };
+const bool: Parser<boolean> = (raw, key) => {
+  if (typeof raw === "boolean") return raw;
+  if (typeof raw === "string" && /^(true|1|yes|on)$/i.test(raw)) return true;
+  if (typeof raw === "string" && /^(false|0|no|off)$/i.test(raw)) return false;
+  throw new ConfigError(key, `expected true or false, got ${JSON.stringify(raw)}`);
+};
+const oneOf =
+  <T extends string>(...values: T[]): Parser<T> =>
+  (raw, key) => {
+    if (typeof raw === "string" && (values as string[]).includes(raw)) return raw as T;
+    throw new ConfigError(key, `expected one of ${values.join(", ")}, got ${JSON.stringify(raw)}`);
+  };
+const nullable =
+  <T>(p: Parser<T>): Parser<T | null> =>
+  (raw, key) =>
+    raw === null || raw === "" ? null : p(raw, key);
+
+interface Setting {
+  /** dotted path in the YAML file and in Config */
+  key: string;
+  env: string;
+  parse: Parser<unknown>;
+  default: unknown;
+}
+
+const SETTINGS: Setting[] = [
+  { key: "bind", env: "REVIER_BIND", parse: str, default: "127.0.0.1" },
+  { key: "port", env: "REVIER_PORT", parse: int(0, 65535), default: 8008 },
+  { key: "server_name", env: "REVIER_SERVER_NAME", parse: str, default: "localhost" },
+  { key: "public_base_url", env: "REVIER_PUBLIC_BASE_URL", parse: nullable(str), default: null },
+  { key: "data_dir", env: "REVIER_DATA_DIR", parse: str, default: "./data" },
+  { key: "database_url", env: "REVIER_DATABASE_URL", parse: nullable(str), default: null },
+  { key: "bus_url", env: "REVIER_BUS_URL", parse: nullable(str), default: null },
+  { key: "log_level", env: "REVIER_LOG_LEVEL", parse: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent"), default: "info" },
+  { key: "registration.enabled", env: "REVIER_REGISTRATION_ENABLED", parse: bool, default: false },
+  { key: "registration.token_required", env: "REVIER_REGISTRATION_TOKEN_REQUIRED", parse: bool, default: true },
+  { key: "limits.max_body_bytes", env: "REVIER_MAX_BODY_BYTES", parse: int(1024, 64 * 1024 * 1024), default: 1024 * 1024 },
+  { key: "limits.max_json_depth", env: "REVIER_MAX_JSON_DEPTH", parse: int(4, 512), default: 64 },
+  { key: "limits.login_per_minute", env: "REVIER_LOGIN_PER_MINUTE", parse: int(1, 1_000_000), default: 30 },
+  { key: "limits.register_per_minute", env: "REVIER_REGISTER_PER_MINUTE", parse: int(1, 1_000_000), default: 10 },
+  { key: "limits.send_per_second", env: "REVIER_SEND_PER_SECOND", parse: int(1, 1_000_000), default: 20 },
+  { key: "limits.send_burst", env: "REVIER_SEND_BURST", parse: int(1, 1_000_000), default: 100 },
+  { key: "tokens.access_token_lifetime_ms", env: "REVIER_ACCESS_TOKEN_LIFETIME_MS", parse: nullable(int(60_000, 365 * 24 * 3600_000)), default: null },
+  { key: "shutdown_grace_ms", env: "REVIER_SHUTDOWN_GRACE_MS", parse: int(0, 600_000), default: 10_000 },
+  { key: "trust_proxy", env: "REVIER_TRUST_PROXY", parse: bool, default: false },
+];
+
+function getPath(obj: unknown, dotted: string): unknown {
+  let cur: unknown = obj;
+  for (const part of dotted.split(".")) {
+    if (cur === null || typeof cur !== "object") return undefined;
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  return cur;
+}
+
+function knownPaths(obj: unknown, prefix = ""): string[] {
+  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) return [prefix];
+  return Object.entries(obj as Record<string, unknown>).flatMap(([k, v]) => knownPaths(v, prefix ? `${prefix}.${k}` : k));
+}
+
+/**
+ * Settings come from defaults, then the YAML file named by REVIER_CONFIG, then the environment,
+ * and overrides passed by the caller (tests). Unknown keys in the file are refused so a typo does
+ * not silently fall back to a default.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): Config {
+  let file: unknown = {};
+  const configPath = env.REVIER_CONFIG;
+  if (configPath) {
+    let text: string;
+    try {
+      text = readFileSync(configPath, "utf8");
+    } catch (err) {
+      throw new ConfigError("REVIER_CONFIG", `cannot read ${configPath}: ${(err as Error).message}`);
+    }
+    try {
+      file = parseYaml(text) ?? {};
+    } catch (err) {
+      throw new ConfigError("REVIER_CONFIG", `${configPath} is not valid YAML: ${(err as Error).message}`);
+    }
+    if (typeof file !== "object" || Array.isArray(file)) throw new ConfigError("REVIER_CONFIG", `${configPath} must hold a mapping`);
+    const allowed = new Set(SETTINGS.map((s) => s.key));
+    for (const p of knownPaths(file)) {
+      if (p && !allowed.has(p)) throw new ConfigError(p, `unknown setting in ${configPath}`);
+    }
+  }
+  const values: Record<string, unknown> = {};
+  for (const s of SETTINGS) {
+    let raw: unknown = s.default;
+    let where = s.key;
+    const fromFile = getPath(file, s.key);
+    if (fromFile !== undefined) raw = fromFile;
+    const fromEnv = env[s.env];
+    if (fromEnv !== undefined) {
+      raw = fromEnv;
+      where = s.env;
+    }
+    if (s.key in overrides) raw = overrides[s.key];
+    values[s.key] = raw === s.default ? s.default : s.parse(raw, where);
+  }
+  const serverName = values["server_name"] as string;
+  if (!isValidServerName(serverName)) throw new ConfigError("server_name", `${JSON.stringify(serverName)} is not a valid Matrix server name`);
+  const bind = values["bind"] as string;
+  const port = values["port"] as number;
+  const databaseUrl = values["database_url"] as string | null;
+  if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError("database_url", "expected a postgres:// URL (leave empty for the embedded SQLite database)");
+  }
+  const busUrl = values["bus_url"] as string | null;
+  if (busUrl !== null && !/^nats:\/\//.test(busUrl)) throw new ConfigError("bus_url", "expected a nats:// URL");
+  const publicBaseUrl = (values["public_base_url"] as string | null) ?? `http://${bind.includes(":") ? `[${bind}]` : bind}:${port}`;
+  if (!/^https?:\/\/[^\s]+$/.test(publicBaseUrl)) throw new ConfigError("public_base_url", "expected an http(s) URL");
+  return {
+    bind,
+    port,
+    serverName,
+    publicBaseUrl: publicBaseUrl.replace(/\/+$/, ""),
+    dataDir: path.resolve(values["data_dir"] as string),
+    databaseUrl,
+    busUrl,
+    logLevel: values["log_level"] as Config["logLevel"],
+    registration: {
+      enabled: values["registration.enabled"] as boolean,
+      tokenRequired: values["registration.token_required"] as boolean,
+    },
+    limits: {
+      maxBodyBytes: values["limits.max_body_bytes"] as number,
+      maxJsonDepth: values["limits.max_json_depth"] as number,
+      loginPerMinute: values["limits.login_per_minute"] as number,
+      registerPerMinute: values["limits.register_per_minute"] as number,
+      sendPerSecond: values["limits.send_per_second"] as number,
+      sendBurst: values["limits.send_burst"] as number,
+    },
+    tokens: { accessTokenLifetimeMs: values["tokens.access_token_lifetime_ms"] as number | null },
+    shutdownGraceMs: values["shutdown_grace_ms"] as number,
+    trustProxy: values["trust_proxy"] as boolean,
+  };
+}
+
+/** The documented settings, for the README and `revier config`. */
+export function describeSettings(): Array<{ key: string; env: string; default: unknown }> {
+  return SETTINGS.map((s) => ({ key: s.key, env: s.env, default: s.default }));
+}

@@ -1,0 +1,142 @@
+import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
+import FindMyWay from "find-my-way";
+import { Ajv } from "ajv";
+import { MatrixError } from "@revier/protocol";
+import type { Services } from "../services.js";
+import { parseJsonBody } from "../lib/json-body.js";
+import { randomToken } from "../lib/random.js";
+import { toMatrixError } from "./errors.js";
+import type { AuthedUser, RouteDef } from "./route.js";
+import { ALL_ROUTES } from "../api/index.js";
+
+const CORS_HEADERS = {
+  "access-control-allow-origin": "*",
+  "access-control-allow-methods": "GET, POST, PUT, DELETE, OPTIONS",
+  "access-control-allow-headers": "X-Requested-With, Content-Type, Authorization, X-Revier-Client",
+};
+
+// Bodies are validated strictly (a string where a number belongs is a client bug); query and path
+// parameters arrive as strings and are coerced to the declared types.
+const bodyAjv = new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, allErrors: false, strict: false });
+const paramAjv = new Ajv({ coerceTypes: "array", useDefaults: true, removeAdditional: false, allErrors: false, strict: false });
+
+export async function buildApp(s: Services, routes: RouteDef[] = ALL_ROUTES): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: s.config.limits.maxBodyBytes,
+    trustProxy: s.config.trustProxy,
+    genReqId: () => randomToken(9),
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 1000 },
+    return503OnClosing: true,
+  });
+  const shadow = FindMyWay();
+  app.addHook("onRoute", (r) => {
+    for (const m of ([] as string[]).concat(r.method)) if (m !== "HEAD" && m !== "OPTIONS") shadow.on(m as "GET", r.url, () => undefined);
+  });
+
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === "body" ? bodyAjv : paramAjv).compile(schema));
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (_req, body, done) => {
+    try {
+      done(null, parseJsonBody(body as Buffer, s.config.limits.maxJsonDepth));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+  // Some clients post JSON without a content type; try it as JSON rather than refusing.
+  app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => {
+    try {
+      done(null, parseJsonBody(body as Buffer, s.config.limits.maxJsonDepth));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+
+  app.addHook("onRequest", async (req, reply) => {
+    reply.headers({ ...CORS_HEADERS, "x-content-type-options": "nosniff", "cache-control": "no-store" });
+    (req as FastifyRequest & { startedAt: bigint }).startedAt = process.hrtime.bigint();
+    if (req.method === "OPTIONS") {
+      reply.code(204).send();
+      return reply;
+    }
+    const q = req.url.indexOf("?");
+    if (q >= 0 && /(^|&)access_token=/.test(req.url.slice(q + 1))) {
+      // Tokens in URLs end up in proxy logs and browser history (CWE-598); the spec deprecated them.
+      throw new MatrixError("M_MISSING_TOKEN", "Access tokens are not accepted in the URL; send them in the Authorization header", { status: 401 });
+    }
+    return undefined;
+  });
+
+  app.addHook("onResponse", async (req, reply) => {
+    const started = (req as FastifyRequest & { startedAt?: bigint }).startedAt;
+    const routeUrl = req.routeOptions.url ?? "unmatched";
+    const seconds = started ? Number(process.hrtime.bigint() - started) / 1e9 : 0;
+    s.metrics.observeRequest(req.method, routeUrl, reply.statusCode, seconds);
+    s.log.info({ reqId: req.id, method: req.method, route: routeUrl, status: reply.statusCode, ms: Math.round(seconds * 1000) }, "request");
+  });
+
+  app.setErrorHandler(async (err, req, reply) => {
+    const { error, unexpected } = toMatrixError(err);
+    if (unexpected) s.log.error({ reqId: req.id, route: req.routeOptions.url, err: { message: (err as Error).message, stack: (err as Error).stack } }, "unexpected error");
+    reply.code(error.status).headers(error.headers).type("application/json").send(error.toJSON());
+  });
+
+  app.setNotFoundHandler(async (req, reply) => {
+    const path = req.url.split("?")[0] ?? "/";
+    const other = ["GET", "POST", "PUT", "DELETE"].some((m) => m !== req.method && shadow.find(m as "GET", path) !== null);
+    const error = other
+      ? new MatrixError("M_UNRECOGNIZED", "Method not allowed on this endpoint", { status: 405 })
+      : new MatrixError("M_UNRECOGNIZED", "Unrecognized request");
+    reply.code(error.status).type("application/json").send(error.toJSON());
+  });
+
+  for (const def of routes) registerRoute(app, s, def);
+  return app;
+}
+
+function registerRoute(app: FastifyInstance, s: Services, def: RouteDef): void {
+  const { spec } = def;
+  const auth = spec.auth ?? "required";
+  app.route({
+    method: spec.method,
+    url: spec.url,
+    schema: {
+      ...(spec.body ? { body: spec.body } : {}),
+      ...(spec.query ? { querystring: spec.query } : {}),
+      ...(spec.params ? { params: spec.params } : {}),
+    },
+    // Authentication runs before body validation: an anonymous caller learns nothing about shapes.
+    preValidation: async (req) => {
+      let user: AuthedUser | null = null;
+      if (auth !== "none") {
+        const header = req.headers.authorization;
+        if (header === undefined) {
+          if (auth === "required") throw new MatrixError("M_MISSING_TOKEN", "Missing access token");
+        } else {
+          const m = /^Bearer\s+(\S+)$/i.exec(header);
+          if (!m) throw new MatrixError("M_UNKNOWN_TOKEN", "Malformed Authorization header", { extra: { soft_logout: false } });
+          const session = await s.tokens.authenticate(m[1]!);
+          user = session;
+          for (const hook of s.authHooks) await hook(session, { req, route: spec });
+        }
+      }
+      (req as FastifyRequest & { revierUser?: AuthedUser | null }).revierUser = user;
+      if (spec.rateLimit) {
+        const limiter = s.rateLimits[spec.rateLimit];
+        const wait = limiter.take(user?.userId ?? `ip:${req.ip}`);
+        if (wait > 0) {
+          throw new MatrixError("M_LIMIT_EXCEEDED", "Too many requests, slow down", {
+            extra: { retry_after_ms: wait },
+            headers: { "retry-after": String(Math.ceil(wait / 1000)) },
+          });
+        }
+      }
+    },
+    handler: async (req, reply) => {
+      const user = (req as FastifyRequest & { revierUser?: AuthedUser | null }).revierUser ?? null;
+      const result = await def.handler({ user, body: req.body, query: req.query, params: req.params, req, reply }, s);
+      if (reply.sent) return reply;
+      return reply.type("application/json").send(result ?? {});
+    },
+  });
+}

@@ -1,0 +1,25 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Prometheus metrics on a registry of our own (no process-global default registry). */
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly requests = new Counter({ name: "revier_http_requests_total", help: "HTTP requests by route, method and status", labelNames: ["method", "route", "status"], registers: [this.registry] });
+  private readonly latency = new Histogram({
+    name: "revier_http_request_duration_seconds",
+    help: "HTTP request latency by route",
+    labelNames: ["method", "route"],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 35],
+    registers: [this.registry],
+  });
+  readonly syncWaiters = new Gauge({ name: "revier_sync_waiters", help: "Long-polling /sync requests currently waiting", registers: [this.registry] });
+  readonly eventsPersisted = new Counter({ name: "revier_events_persisted_total", help: "Room events persisted", registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: "revier_" });
+  }
+
+  observeRequest(method: string, route: string, status: number, seconds: number): void {
+    this.requests.inc({ method, route, status: String(status) });
+    this.latency.observe({ method, route }, seconds);
+  }
+}

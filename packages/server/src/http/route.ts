@@ -1,0 +1,60 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { Static, TSchema } from "@sinclair/typebox";
+import type { Services } from "../services.js";
+
+export type HttpMethod = "GET" | "POST" | "PUT" | "DELETE";
+
+export interface AuthedUser {
+  userId: string;
+  deviceId: string;
+  tokenHash: string;
+}
+
+export interface RouteSpec<B extends TSchema | undefined, Q extends TSchema | undefined, P extends TSchema | undefined> {
+  method: HttpMethod;
+  url: string;
+  /** "required" (default): bearer token needed. "optional": used when present. "none": never read. */
+  auth?: "required" | "optional" | "none";
+  body?: B;
+  query?: Q;
+  params?: P;
+  /** Name of a rate limiter in services.rateLimits, applied per user (or per IP before login). */
+  rateLimit?: "login" | "register" | "send";
+  /** Endpoints a user who has not accepted the current terms may still call. */
+  allowWithoutConsent?: boolean;
+}
+
+type In<T extends TSchema | undefined, D> = T extends TSchema ? Static<T> : D;
+
+export interface RouteContext<B, Q, P, U> {
+  user: U;
+  body: B;
+  query: Q;
+  params: P;
+  req: FastifyRequest;
+  reply: FastifyReply;
+}
+
+export interface RouteDef {
+  spec: RouteSpec<TSchema | undefined, TSchema | undefined, TSchema | undefined>;
+  handler: (ctx: RouteContext<unknown, unknown, unknown, AuthedUser | null>, s: Services) => Promise<unknown>;
+}
+
+/**
+ * One typed request in, one response out; authentication and validation are settled before the
+ * handler runs. The handler returns the JSON body (status 200) or sets reply itself.
+ */
+export function route<
+  B extends TSchema | undefined = undefined,
+  Q extends TSchema | undefined = undefined,
+  P extends TSchema | undefined = undefined,
+  A extends "required" | "optional" | "none" = "required",
+>(
+  spec: RouteSpec<B, Q, P> & { auth?: A },
+  handler: (
+    ctx: RouteContext<In<B, undefined>, In<Q, Record<string, never>>, In<P, Record<string, never>>, A extends "required" ? AuthedUser : AuthedUser | null>,
+    s: Services,
+  ) => Promise<unknown>,
+): RouteDef {
+  return { spec: spec as RouteDef["spec"], handler: handler as RouteDef["handler"] };
+}

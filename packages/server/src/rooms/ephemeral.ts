@@ -1,0 +1,372 @@
+import { MatrixError } from "@revier/protocol";
+import type { Db, Tx } from "../storage/database.js";
+import type { StreamWriter } from "../storage/stream.js";
+import { AccountData } from "../users/account-data.js";
+
+export type ReceiptType = "m.read" | "m.read.private" | "m.fully_read";
+export const RECEIPT_TYPES: readonly ReceiptType[] = ["m.read", "m.read.private", "m.fully_read"];
+
+/** `m.receipt` content: event id → receipt type → user id → receipt. */
+export type ReceiptContent = Record<string, Record<string, Record<string, { ts: number; thread_id?: string }>>>;
+
+export type PresenceState = "online" | "offline" | "unavailable";
+
+// Type aliases rather than interfaces: /sync assembles these into plain JSON records, and only
+// aliases are assignable to index-signature types.
+export type PresenceContent = {
+  presence: PresenceState;
+  last_active_ago?: number;
+  status_msg?: string;
+  currently_active?: boolean;
+  displayname?: string;
+  avatar_url?: string;
+};
+
+export type PresenceEvent = {
+  type: "m.presence";
+  sender: string;
+  content: PresenceContent;
+};
+
+/** Clients ask for long timeouts and then vanish; nobody should look typing for longer than this. */
+export const MAX_TYPING_MS = 30_000;
+/** An unchanged online presence is re-announced at most this often, so last_active_ago stays roughly right. */
+export const PRESENCE_REFRESH_MS = 60_000;
+
+/** Unthreaded receipts are stored under the empty thread id; `main` is a thread of its own. */
+const UNTHREADED = "";
+// Keeps `IN (...)` lists well inside both databases' bound-parameter limits.
+const CHUNK = 500;
+
+/**
+ * Receipts, typing notifications and presence: state that is not part of the room DAG but still
+ * reaches clients through /sync, so every visible change takes a stream position.
+ */
+export class Ephemeral {
+  private readonly accountData: AccountData;
+
+  constructor(
+    private readonly db: Db,
+    private readonly stream: StreamWriter,
+    accountData?: AccountData,
+  ) {
+    // AccountData keeps no state of its own, so a private instance over the same database is
+    // equivalent to the shared one.
+    this.accountData = accountData ?? new AccountData(db, stream);
+  }
+
+  // ---- receipts ---------------------------------------------------------------------------
+
+  /**
+   * Moves a receipt (or the fully-read marker) to `eventId`. A receipt never moves backwards:
+   * clients on several devices race each other, and an older receipt arriving late must not make
+   * read messages unread again. Returns whether anything changed.
+   */
+  async setReceipt(userId: string, roomId: string, receiptType: ReceiptType, eventId: string, threadId?: string): Promise<boolean> {
+    if (threadId !== undefined && receiptType === "m.fully_read") throw new MatrixError("M_INVALID_PARAM", "thread_id is not allowed for m.fully_read");
+    if (threadId !== undefined && threadId !== "main" && !threadId.startsWith("$")) throw new MatrixError("M_INVALID_PARAM", "thread_id must be 'main' or the event id of a thread root");
+    if (receiptType === "m.fully_read") return this.setFullyRead(userId, roomId, eventId);
+
+    return this.stream.write(async (w) => {
+      const target = await eventIn(w.tx, roomId, eventId);
+      if (threadId === "main" && target.thread_id !== null) throw new MatrixError("M_INVALID_PARAM", "The event is in a thread, not in the main timeline");
+      if (threadId !== undefined && threadId !== "main" && target.thread_id !== null && target.thread_id !== threadId) {
+        throw new MatrixError("M_INVALID_PARAM", "The event belongs to a different thread");
+      }
+      const thread = threadId ?? UNTHREADED;
+      const current = await w.tx
+        .selectFrom("receipts")
+        .leftJoin("events", "events.event_id", "receipts.event_id")
+        .select(["events.stream_ordering"])
+        .where("receipts.room_id", "=", roomId)
+        .where("receipts.receipt_type", "=", receiptType)
+        .where("receipts.user_id", "=", userId)
+        .where("receipts.thread_id", "=", thread)
+        .executeTakeFirst();
+      if (current?.stream_ordering != null && current.stream_ordering >= target.stream_ordering) return false;
+      const pos = w.next();
+      const ts = Date.now();
+      await w.tx
+        .insertInto("receipts")
+        .values({ room_id: roomId, receipt_type: receiptType, user_id: userId, thread_id: thread, event_id: eventId, ts, stream_pos: pos })
+        .onConflict((oc) => oc.columns(["room_id", "receipt_type", "user_id", "thread_id"]).doUpdateSet({ event_id: eventId, ts, stream_pos: pos }))
+        .execute();
+      // A private receipt concerns nobody else in the room, so only its owner's syncs wake.
+      if (receiptType === "m.read") w.touch({ rooms: [roomId] });
+      else w.touch({ users: [userId] });
+      return true;
+    });
+  }
+
+  private async setFullyRead(userId: string, roomId: string, eventId: string): Promise<boolean> {
+    const changed = await this.accountData.update(userId, roomId, "m.fully_read", async (current, tx) => {
+      const target = await eventIn(tx, roomId, eventId);
+      const old = typeof current?.event_id === "string" ? current.event_id : undefined;
+      if (old === eventId) return undefined;
+      if (old !== undefined) {
+        const prev = await tx.selectFrom("events").select("stream_ordering").where("event_id", "=", old).executeTakeFirst();
+        if (prev && prev.stream_ordering > target.stream_ordering) return undefined;
+      }
+      return { event_id: eventId };
+    });
+    return changed !== undefined;
+  }
+
+  /** Receipt changes in (since, upto] for an incremental sync; other users' private receipts are left out. */
+  async receiptsSince(roomIds: string[], since: number, upto: number, viewer: string): Promise<Map<string, ReceiptContent>> {
+    return this.receipts(roomIds, viewer, since, upto);
+  }
+
+  /** The current receipts of the given rooms, for an initial sync. */
+  async receiptsFor(roomIds: string[], viewer: string, upto?: number): Promise<Map<string, ReceiptContent>> {
+    return this.receipts(roomIds, viewer, undefined, upto);
+  }
+
+  private async receipts(roomIds: string[], viewer: string, since: number | undefined, upto: number | undefined): Promise<Map<string, ReceiptContent>> {
+    const out = new Map<string, ReceiptContent>();
+    for (const ids of chunks(roomIds)) {
+      let q = this.db
+        .selectFrom("receipts")
+        .select(["room_id", "receipt_type", "user_id", "thread_id", "event_id", "ts"])
+        .where("room_id", "in", ids)
+        .where((eb) => eb.or([eb("receipt_type", "!=", "m.read.private"), eb("user_id", "=", viewer)]));
+      if (since !== undefined) q = q.where("stream_pos", ">", since);
+      if (upto !== undefined) q = q.where("stream_pos", "<=", upto);
+      for (const r of await q.orderBy("stream_pos").execute()) {
+        let content = out.get(r.room_id);
+        if (!content) out.set(r.room_id, (content = {}));
+        const byType = (content[r.event_id] ??= {});
+        const byUser = (byType[r.receipt_type] ??= {});
+        byUser[r.user_id] = r.thread_id === UNTHREADED ? { ts: r.ts } : { ts: r.ts, thread_id: r.thread_id };
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Stream ordering of the furthest event the user has read in a room's main timeline (or, with
+   * `threadId`, in that thread): the further of their public and private receipts, unthreaded
+   * receipts counting for every thread. Null when the user has no receipt there.
+   */
+  async lastReadStream(userId: string, roomId: string, threadId: string = "main"): Promise<number | null> {
+    const row = await this.db
+      .selectFrom("receipts")
+      .innerJoin("events", "events.event_id", "receipts.event_id")
+      .select((eb) => eb.fn.max("events.stream_ordering").as("pos"))
+      .where("receipts.room_id", "=", roomId)
+      .where("receipts.user_id", "=", userId)
+      .where("receipts.receipt_type", "in", ["m.read", "m.read.private"])
+      .where("receipts.thread_id", "in", [UNTHREADED, threadId])
+      .executeTakeFirst();
+    return row?.pos == null ? null : Number(row.pos);
+  }
+
+  // ---- typing -----------------------------------------------------------------------------
+
+  /**
+   * Records that a user started or stopped typing. Typing clients repeat the request every few
+   * seconds; while the user is already shown as typing only the expiry moves, without a stream
+   * position, so nobody's sync wakes for a change they cannot see.
+   */
+  async setTyping(roomId: string, userId: string, typing: boolean, timeoutMs: number): Promise<void> {
+    const now = Date.now();
+    const expires = now + Math.min(Math.max(0, Math.floor(timeoutMs)), MAX_TYPING_MS);
+    const start = typing && expires > now;
+    await this.stream.write(async (w) => {
+      const row = await w.tx.selectFrom("typing").select("expires_ts").where("room_id", "=", roomId).where("user_id", "=", userId).executeTakeFirst();
+      if (start) {
+        if (row && row.expires_ts > now) {
+          await w.tx.updateTable("typing").set({ expires_ts: expires }).where("room_id", "=", roomId).where("user_id", "=", userId).execute();
+          return;
+        }
+        const pos = w.next();
+        await w.tx
+          .insertInto("typing")
+          .values({ room_id: roomId, user_id: userId, expires_ts: expires, stream_pos: pos })
+          .onConflict((oc) => oc.columns(["room_id", "user_id"]).doUpdateSet({ expires_ts: expires, stream_pos: pos }))
+          .execute();
+        w.touch({ rooms: [roomId] });
+        return;
+      }
+      // expires_ts 0 means "stopping was announced"; a lapsed but unswept entry still needs announcing.
+      if (!row || row.expires_ts === 0) return;
+      await w.tx.updateTable("typing").set({ expires_ts: 0, stream_pos: w.next() }).where("room_id", "=", roomId).where("user_id", "=", userId).execute();
+      w.touch({ rooms: [roomId] });
+    });
+  }
+
+  /** For rooms whose typing changed in (since, upto]: who is typing now (possibly nobody). */
+  async typingSince(roomIds: string[], since: number, upto: number, now: number = Date.now()): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    for (const ids of chunks(roomIds)) {
+      const changed = await this.db
+        .selectFrom("typing")
+        .select("room_id")
+        .distinct()
+        .where("room_id", "in", ids)
+        .where("stream_pos", ">", since)
+        .where("stream_pos", "<=", upto)
+        .execute();
+      if (changed.length === 0) continue;
+      const rooms = changed.map((r) => r.room_id);
+      for (const r of rooms) out.set(r, []);
+      // The list is a full snapshot, so it shows who is typing now rather than at `upto`.
+      const typers = await this.db.selectFrom("typing").select(["room_id", "user_id"]).where("room_id", "in", rooms).where("expires_ts", ">", now).orderBy("user_id").execute();
+      for (const t of typers) out.get(t.room_id)?.push(t.user_id);
+    }
+    return out;
+  }
+
+  /** Users typing in a room right now (initial sync). */
+  async typingNow(roomId: string, now: number = Date.now()): Promise<string[]> {
+    const rows = await this.db.selectFrom("typing").select("user_id").where("room_id", "=", roomId).where("expires_ts", ">", now).orderBy("user_id").execute();
+    return rows.map((r) => r.user_id);
+  }
+
+  /**
+   * Announces typing that lapsed by `now`: each affected room gets a new stream position so its
+   * members' clients drop the indicator. Returns how many entries expired.
+   */
+  async expireTyping(now: number): Promise<number> {
+    // Cheap check first, so an idle sweep does not take the stream lock.
+    const any = await this.db.selectFrom("typing").select("room_id").where("expires_ts", ">", 0).where("expires_ts", "<=", now).limit(1).executeTakeFirst();
+    if (!any) return 0;
+    return this.stream.write(async (w) => {
+      const rows = await w.tx.selectFrom("typing").select(["room_id", "user_id"]).where("expires_ts", ">", 0).where("expires_ts", "<=", now).execute();
+      const byRoom = new Map<string, string[]>();
+      for (const r of rows) {
+        let users = byRoom.get(r.room_id);
+        if (!users) byRoom.set(r.room_id, (users = []));
+        users.push(r.user_id);
+      }
+      for (const [roomId, users] of byRoom) {
+        const pos = w.next();
+        for (const ids of chunks(users)) {
+          await w.tx.updateTable("typing").set({ expires_ts: 0, stream_pos: pos }).where("room_id", "=", roomId).where("user_id", "in", ids).execute();
+        }
+      }
+      w.touch({ rooms: byRoom.keys() });
+      return rows.length;
+    });
+  }
+
+  /** Runs expireTyping every `intervalMs` until the returned function is called. */
+  startTypingSweeper(intervalMs: number, onError?: (err: unknown) => void): () => void {
+    let running = false;
+    const timer = setInterval(() => {
+      // A slow sweep (a busy database) must not pile up overlapping ones.
+      if (running) return;
+      running = true;
+      this.expireTyping(Date.now())
+        .catch((err: unknown) => onError?.(err))
+        .finally(() => {
+          running = false;
+        });
+    }, intervalMs);
+    // The sweeper alone should never keep the process alive.
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  // ---- presence ---------------------------------------------------------------------------
+
+  /**
+   * Records a user's presence. `statusMsg` undefined keeps the current message, null clears it.
+   * Only being online counts as activity. Returns whether a change was announced.
+   */
+  async setPresence(userId: string, state: PresenceState, statusMsg?: string | null): Promise<boolean> {
+    const now = Date.now();
+    return this.stream.write(async (w) => {
+      const row = await w.tx.selectFrom("presence").selectAll().where("user_id", "=", userId).executeTakeFirst();
+      const msg = statusMsg === undefined ? (row?.status_msg ?? null) : statusMsg;
+      const active = state === "online";
+      const lastActive = active || !row ? now : row.last_active_ts;
+      if (row && row.state === state && row.status_msg === msg && row.currently_active === (active ? 1 : 0) && !(active && now - row.last_active_ts >= PRESENCE_REFRESH_MS)) {
+        return false;
+      }
+      const pos = w.next();
+      const values = { state, status_msg: msg, last_active_ts: lastActive, currently_active: active ? 1 : 0, stream_pos: pos };
+      await w.tx
+        .insertInto("presence")
+        .values({ user_id: userId, ...values })
+        .onConflict((oc) => oc.column("user_id").doUpdateSet(values))
+        .execute();
+      const rooms = await w.tx.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join").execute();
+      w.touch({ users: [userId], rooms: rooms.map((r) => r.room_id) });
+      return true;
+    });
+  }
+
+  /**
+   * Marks users who have shown no sign of life (no sync, no presence update) for `idleMs` as
+   * offline, so a client that vanished without saying so does not look online forever.
+   */
+  async expirePresence(now: number, idleMs: number): Promise<number> {
+    const cutoff = now - idleMs;
+    const stale = await this.db.selectFrom("presence").select("user_id").where("state", "!=", "offline").where("last_active_ts", "<=", cutoff).execute();
+    let n = 0;
+    for (const { user_id } of stale) {
+      const done = await this.stream.write(async (w) => {
+        // Re-checked under the stream lock: the user may have come back meanwhile.
+        const row = await w.tx.selectFrom("presence").select(["state", "last_active_ts"]).where("user_id", "=", user_id).executeTakeFirst();
+        if (!row || row.state === "offline" || row.last_active_ts > cutoff) return false;
+        await w.tx.updateTable("presence").set({ state: "offline", currently_active: 0, stream_pos: w.next() }).where("user_id", "=", user_id).execute();
+        const rooms = await w.tx.selectFrom("room_members").select("room_id").where("user_id", "=", user_id).where("membership", "=", "join").execute();
+        w.touch({ users: [user_id], rooms: rooms.map((r) => r.room_id) });
+        return true;
+      });
+      if (done) n++;
+    }
+    return n;
+  }
+
+  async getPresence(userId: string, now: number = Date.now()): Promise<PresenceContent | undefined> {
+    const row = await this.db.selectFrom("presence").select(["state", "status_msg", "last_active_ts", "currently_active"]).where("user_id", "=", userId).executeTakeFirst();
+    return row ? presenceContent(row, now) : undefined;
+  }
+
+  /** Presence of the given users that changed in (since, upto], as m.presence events. */
+  async presenceSince(userIds: string[], since: number, upto: number, now: number = Date.now()): Promise<PresenceEvent[]> {
+    const out: PresenceEvent[] = [];
+    for (const ids of chunks(userIds)) {
+      const rows = await this.db
+        .selectFrom("presence")
+        .leftJoin("users", "users.user_id", "presence.user_id")
+        .select(["presence.user_id", "presence.state", "presence.status_msg", "presence.last_active_ts", "presence.currently_active", "users.displayname", "users.avatar_url"])
+        .where("presence.user_id", "in", ids)
+        .where("presence.stream_pos", ">", since)
+        .where("presence.stream_pos", "<=", upto)
+        .orderBy("presence.stream_pos")
+        .execute();
+      for (const r of rows) {
+        const content = presenceContent(r, now);
+        if (r.displayname) content.displayname = r.displayname;
+        if (r.avatar_url) content.avatar_url = r.avatar_url;
+        out.push({ type: "m.presence", sender: r.user_id, content });
+      }
+    }
+    return out;
+  }
+}
+
+async function eventIn(tx: Tx, roomId: string, eventId: string): Promise<{ stream_ordering: number; thread_id: string | null }> {
+  const ev = await tx.selectFrom("events").select(["stream_ordering", "thread_id"]).where("event_id", "=", eventId).where("room_id", "=", roomId).executeTakeFirst();
+  if (!ev) throw new MatrixError("M_NOT_FOUND", "Event not found in this room");
+  return ev;
+}
+
+function presenceContent(row: { state: string; status_msg: string | null; last_active_ts: number; currently_active: number }, now: number): PresenceContent {
+  const content: PresenceContent = {
+    presence: row.state as PresenceState,
+    last_active_ago: Math.max(0, now - row.last_active_ts),
+    currently_active: row.currently_active === 1,
+  };
+  if (row.status_msg !== null) content.status_msg = row.status_msg;
+  return content;
+}
+
+function chunks<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK));
+  return out;
+}

@@ -1,0 +1,60 @@
+import path from "node:path";
+import { mkdirSync } from "node:fs";
+import pino, { type Logger } from "pino";
+import type { FastifyInstance } from "fastify";
+import type { Config } from "./config.js";
+import { migrate, openPostgres, openSqlite, type Storage } from "./storage/database.js";
+import { LocalBus } from "./bus/local.js";
+import type { Bus } from "./bus/bus.js";
+import { loadOrCreateSigningKey } from "./rooms/signing-key.js";
+import { createServices, type Services } from "./services.js";
+import { buildApp } from "./http/app.js";
+
+export function openStorage(config: Config): Storage {
+  return config.databaseUrl ? openPostgres(config.databaseUrl) : openSqlite(path.join(config.dataDir, "revier.db"));
+}
+
+export function createLogger(config: Config): Logger {
+  return pino({
+    level: config.logLevel,
+    // Defence in depth: nothing we log should carry these, but if it ever does, pino blanks it.
+    redact: { paths: ["*.password", "*.access_token", "*.refresh_token", "*.authorization", "headers.authorization", "*.token"], censor: "[redacted]" },
+  });
+}
+
+export interface RunningServer {
+  services: Services;
+  app: FastifyInstance;
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Opens storage, migrates, builds services and the HTTP app, and listens. */
+export async function startServer(config: Config, opts: { log?: Logger; bus?: Bus; storage?: Storage } = {}): Promise<RunningServer> {
+  const log = opts.log ?? createLogger(config);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const storage = opts.storage ?? openStorage(config);
+  await migrate(storage);
+  const signingKey = loadOrCreateSigningKey(path.join(config.dataDir, "signing.key"));
+  const bus = opts.bus ?? new LocalBus();
+  const services = createServices({ config, log, storage, bus, signingKey });
+  const app = await buildApp(services);
+  await app.listen({ host: config.bind, port: config.port });
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : config.port;
+  const host = config.bind.includes(":") ? `[${config.bind}]` : config.bind;
+  const url = `http://${host}:${port}`;
+  let stopping: Promise<void> | null = null;
+  return {
+    services,
+    app,
+    url,
+    stop: () =>
+      (stopping ??= (async () => {
+        // Long-polls return first so closing the listener does not wait for their timeouts.
+        services.notifier.close();
+        await app.close();
+        await services.close();
+      })()),
+  };
+}

@@ -1,0 +1,134 @@
+import { before, test } from "node:test";
+import assert from "node:assert/strict";
+import { describeEachDatabase } from "./support/suite.js";
+import { api, enc } from "./support/http.js";
+import { assertConformsToSpec } from "./support/spec.js";
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+describeEachDatabase("/sync", ({ server }) => {
+  let anna: { access_token: string; user_id: string; device_id: string };
+  let bert: { access_token: string; user_id: string; device_id: string };
+
+  before(async () => {
+    await server().createUser("anna");
+    await server().createUser("bert");
+    anna = await server().login("anna");
+    bert = await server().login("bert");
+  });
+
+  const sync = async (token: string, params: Record<string, string> = {}) => {
+    const res = await api<Json>(server().url, "GET", `/_matrix/client/v3/sync?${new URLSearchParams({ timeout: "0", ...params })}`, { token });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body;
+  };
+
+  test("initial sync has every section and conforms to the spec", async () => {
+    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { name: "Wache 3", preset: "public_chat" } });
+    const body = await sync(anna.access_token);
+    assertConformsToSpec("GET", "/_matrix/client/v3/sync", 200, body);
+    const room = body.rooms.join[r.body.room_id];
+    assert.ok(room, "the new room is in rooms.join");
+    const types = room.state.events.map((e: Json) => e.type).concat(room.timeline.events.map((e: Json) => e.type));
+    for (const t of ["m.room.create", "m.room.member", "m.room.power_levels", "m.room.name"]) assert.ok(types.includes(t), `${t} present`);
+    assert.deepEqual(body.to_device, { events: [] });
+    assert.deepEqual(body.device_lists, { changed: [], left: [] });
+    assert.deepEqual(room.unread_notifications, { notification_count: 0, highlight_count: 0 });
+    assert.match(body.next_batch, /^s\d+$/);
+  });
+
+  test("a long-poll wakes when a message arrives and returns just that message", async () => {
+    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } });
+    const roomId = r.body.room_id;
+    await api(server().url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: bert.access_token, body: {} });
+    const since = (await sync(bert.access_token)).next_batch;
+    const started = Date.now();
+    const poll = sync(bert.access_token, { since, timeout: "20000" });
+    await new Promise((res) => setTimeout(res, 200));
+    await api(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/lp1`, { token: anna.access_token, body: { msgtype: "m.text", body: "Alarm" } });
+    const body = await poll;
+    assert.ok(Date.now() - started < 15_000, "returned before its timeout");
+    const events = body.rooms.join[roomId].timeline.events;
+    assert.deepEqual(events.map((e: Json) => e.content.body), ["Alarm"]);
+    assert.equal(body.rooms.join[roomId].timeline.limited, false);
+    assert.equal(body.rooms.join[roomId].unread_notifications.notification_count, 1);
+    // Anna's own device sees its transaction id.
+    const annaView = await sync(anna.access_token, { since });
+    assert.equal(annaView.rooms.join[roomId].timeline.events[0].unsigned.transaction_id, "lp1");
+    assert.equal(events[0].unsigned.transaction_id, undefined);
+  });
+
+  test("an empty long-poll waits for its timeout and returns the same position", async () => {
+    const since = (await sync(bert.access_token)).next_batch;
+    const started = Date.now();
+    const body = await sync(bert.access_token, { since, timeout: "600" });
+    assert.ok(Date.now() - started >= 500);
+    assert.equal(body.next_batch, since);
+  });
+
+  test("a gap produces a limited timeline with prev_batch that /messages continues from", async () => {
+    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } });
+    const roomId = r.body.room_id;
+    await api(server().url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: bert.access_token, body: {} });
+    const since = (await sync(bert.access_token)).next_batch;
+    for (let i = 0; i < 15; i++) await api(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/g${i}`, { token: anna.access_token, body: { msgtype: "m.text", body: `n${i}` } });
+    await api(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.topic`, { token: anna.access_token, body: { topic: "neu" } });
+    const body = await sync(bert.access_token, { since, filter: JSON.stringify({ room: { timeline: { limit: 5 } } }) });
+    const room = body.rooms.join[roomId];
+    assert.equal(room.timeline.limited, true);
+    assert.equal(room.timeline.events.length, 5);
+    const back = await api<Json>(server().url, "GET", `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=100&from=${enc(room.timeline.prev_batch)}`, { token: bert.access_token });
+    const bodies = back.body.chunk.filter((e: Json) => e.type === "m.room.message").map((e: Json) => e.content.body);
+    assert.deepEqual(bodies.slice(0, 11), ["n10", "n9", "n8", "n7", "n6", "n5", "n4", "n3", "n2", "n1", "n0"]);
+  });
+
+  test("lazy-loaded members: only the timeline senders' member events", async () => {
+    await server().createUser("carl");
+    const carl = await server().login("carl");
+    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } });
+    const roomId = r.body.room_id;
+    await api(server().url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: bert.access_token, body: {} });
+    await api(server().url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: carl.access_token, body: {} });
+    for (let i = 0; i < 3; i++) await api(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/ll${i}`, { token: bert.access_token, body: { msgtype: "m.text", body: "x" } });
+    const body = await sync(carl.access_token, { filter: JSON.stringify({ room: { timeline: { limit: 3 }, state: { lazy_load_members: true } } }) });
+    const room = body.rooms.join[roomId];
+    const members = room.state.events.filter((e: Json) => e.type === "m.room.member").map((e: Json) => e.state_key).sort();
+    assert.deepEqual(members, [bert.user_id, carl.user_id].sort());
+    assert.equal(room.summary["m.joined_member_count"], 3);
+  });
+
+  test("stored filters, invites and leaves", async () => {
+    const f = await api<Json>(server().url, "POST", `/_matrix/client/v3/user/${enc(bert.user_id)}/filter`, { token: bert.access_token, body: { room: { timeline: { limit: 2 } } } });
+    assert.equal(f.status, 200);
+    assertConformsToSpec("POST", "/_matrix/client/v3/user/{userId}/filter", 200, f.body);
+    const since = (await sync(bert.access_token, { filter: f.body.filter_id })).next_batch;
+    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { invite: [bert.user_id], name: "Geheim" } });
+    const roomId = r.body.room_id;
+    const inv = await sync(bert.access_token, { since, filter: f.body.filter_id });
+    const stripped = inv.rooms.invite[roomId].invite_state.events;
+    assert.ok(stripped.some((e: Json) => e.type === "m.room.name" && e.content.name === "Geheim"));
+    assert.ok(stripped.some((e: Json) => e.type === "m.room.member" && e.state_key === bert.user_id && e.content.membership === "invite"));
+    await api(server().url, "POST", `/_matrix/client/v3/rooms/${enc(roomId)}/join`, { token: bert.access_token, body: {} });
+    const joined = await sync(bert.access_token, { since: inv.next_batch });
+    assert.ok(joined.rooms.join[roomId].state.events.some((e: Json) => e.type === "m.room.create") || joined.rooms.join[roomId].timeline.events.some((e: Json) => e.type === "m.room.create"));
+    await api(server().url, "POST", `/_matrix/client/v3/rooms/${enc(roomId)}/leave`, { token: bert.access_token, body: {} });
+    await api(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/after-leave`, { token: anna.access_token, body: { msgtype: "m.text", body: "nach dem Verlassen" } });
+    const left = await sync(bert.access_token, { since: joined.next_batch });
+    const leaveRoom = left.rooms.leave[roomId];
+    assert.ok(leaveRoom, "room is in rooms.leave");
+    const bodies = leaveRoom.timeline.events.map((e: Json) => e.content.body);
+    assert.ok(!bodies.includes("nach dem Verlassen"), "nothing after the leave is delivered");
+    const msgs = await api<Json>(server().url, "GET", `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=50`, { token: bert.access_token });
+    assert.ok(!msgs.body.chunk.some((e: Json) => e.content.body === "nach dem Verlassen"));
+    const later = await sync(bert.access_token, { since: left.next_batch });
+    assert.equal(later.rooms.leave[roomId], undefined);
+  });
+
+  test("invalid tokens and filters are refused", async () => {
+    const bad = await api<Json>(server().url, "GET", "/_matrix/client/v3/sync?since=garbage&timeout=0", { token: bert.access_token });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.errcode, "M_INVALID_PARAM");
+    const badFilter = await api<Json>(server().url, "GET", `/_matrix/client/v3/sync?timeout=0&filter=${enc('{"room":{"timeline":{"limit":"ten"}}}')}`, { token: bert.access_token });
+    assert.equal(badFilter.status, 400);
+  });
+});
