@@ -28,7 +28,7 @@ describeEachDatabase("authorization rules through the API, per room version", ({
       else assert.equal(create.body.content.creator, owner.user_id);
 
       // A non-member cannot send.
-      const notJoined = await api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/x1`, { token: member.access_token, body: { msgtype: "m.text", body: "hi" } });
+      const notJoined = await api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/x${version}`, { token: member.access_token, body: { msgtype: "m.text", body: "hi" } });
       assert.equal(notJoined.status, 403);
       await api(server().url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: member.access_token, body: {} });
 
@@ -60,8 +60,8 @@ describeEachDatabase("authorization rules through the API, per room version", ({
       const rejoin = await api<Json>(server().url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: outsider.access_token, body: {} });
       assert.equal(rejoin.status, 403);
       // Redaction algorithm per version: v11 keeps `redacts` in the redaction's content.
-      const msg = await api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/r1`, { token: member.access_token, body: { msgtype: "m.text", body: "weg damit" } });
-      const red = await api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/redact/${enc(msg.body.event_id)}/r1`, { token: owner.access_token, body: { reason: "Datenschutz" } });
+      const msg = await api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/r${version}`, { token: member.access_token, body: { msgtype: "m.text", body: "weg damit" } });
+      const red = await api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/redact/${enc(msg.body.event_id)}/r${version}`, { token: owner.access_token, body: { reason: "Datenschutz" } });
       assert.equal(red.status, 200);
       const redEv = await api<Json>(server().url, "GET", `/_matrix/client/v3/rooms/${enc(roomId)}/event/${enc(red.body.event_id)}`, { token: owner.access_token });
       assert.equal(redEv.body.redacts, msg.body.event_id);

@@ -16,9 +16,6 @@ export function describeEachDatabase(name: string, body: (ctx: { kind: DbKind; s
       before(async () => {
         server = await startTestServer(kind, overrides);
       });
-      after(async () => {
-        await server?.destroy();
-      });
       body({
         kind,
         server: () => {
@@ -28,6 +25,10 @@ export function describeEachDatabase(name: string, body: (ctx: { kind: DbKind; s
         replace: (s) => {
           server = s;
         },
+      });
+      // Registered after the body's hooks so clients stop before their server does.
+      after(async () => {
+        await server?.destroy();
       });
     });
   }
