@@ -124,6 +124,19 @@ describeEachDatabase("/sync", ({ server }) => {
     assert.equal(later.rooms.leave[roomId], undefined);
   });
 
+  test("a profile change is delivered as one member event, not as a re-join", async () => {
+    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } });
+    const roomId = r.body.room_id;
+    await api(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/pc1`, { token: anna.access_token, body: { msgtype: "m.text", body: "vorher" } });
+    const since = (await sync(anna.access_token)).next_batch;
+    await api(server().url, "PUT", `/_matrix/client/v3/profile/${enc(anna.user_id)}/displayname`, { token: anna.access_token, body: { displayname: "Anna (Leitstelle)" } });
+    const body = await sync(anna.access_token, { since });
+    const room = body.rooms.join[roomId];
+    assert.deepEqual(room.timeline.events.map((e: Json) => [e.type, e.content.displayname]), [["m.room.member", "Anna (Leitstelle)"]]);
+    assert.equal(room.timeline.limited, false);
+    assert.deepEqual(room.state.events, []);
+  });
+
   test("invalid tokens and filters are refused", async () => {
     const bad = await api<Json>(server().url, "GET", "/_matrix/client/v3/sync?since=garbage&timeout=0", { token: bert.access_token });
     assert.equal(bad.status, 400);

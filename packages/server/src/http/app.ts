@@ -59,6 +59,7 @@ export async function buildApp(s: Services, routes: RouteDef[] = ALL_ROUTES): Pr
       reply.code(204).send();
       return reply;
     }
+    if (/%00/.test(req.url)) throw new MatrixError("M_INVALID_PARAM", "The URL may not contain U+0000");
     const q = req.url.indexOf("?");
     if (q >= 0 && /(^|&)access_token=/.test(req.url.slice(q + 1))) {
       // Tokens in URLs end up in proxy logs and browser history (CWE-598); the spec deprecated them.

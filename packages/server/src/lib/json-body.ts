@@ -3,7 +3,7 @@
 export class JsonBodyError extends Error {
   constructor(
     message: string,
-    readonly kind: "utf8" | "syntax" | "depth" | "type",
+    readonly kind: "utf8" | "syntax" | "depth" | "type" | "nul",
   ) {
     super(message);
   }
@@ -49,9 +49,31 @@ export function parseJsonBody(buf: Buffer, maxDepth: number): unknown {
       if (++depth > maxDepth) throw new JsonBodyError(`JSON nesting deeper than ${maxDepth} levels`, "depth");
     } else if (c === 125 || c === 93) depth--;
   }
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (err) {
     throw new JsonBodyError(`Request body is not valid JSON: ${(err as Error).message}`, "syntax");
   }
+  // PostgreSQL text cannot hold U+0000, and no Matrix field needs it: refuse it everywhere rather
+  // than fail half-way through a write.
+  if (text.includes("\\u0000") && containsNul(value)) throw new JsonBodyError("Strings may not contain U+0000", "nul");
+  return value;
+}
+
+function containsNul(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === "string") {
+      if (v.includes("\u0000")) return true;
+    } else if (Array.isArray(v)) stack.push(...v);
+    else if (v !== null && typeof v === "object") {
+      for (const [k, child] of Object.entries(v)) {
+        if (k.includes("\u0000")) return true;
+        stack.push(child);
+      }
+    }
+  }
+  return false;
 }

@@ -128,6 +128,21 @@ export class Rooms {
     return row ? { membership: row.membership as Membership, streamOrdering: row.stream_ordering } : undefined;
   }
 
+  /** The user's membership as of stream position `at` (inclusive), from the member events. */
+  async membershipAt(roomId: string, userId: string, at: number): Promise<Membership | undefined> {
+    const row = await this.db
+      .selectFrom("events")
+      .select("membership")
+      .where("room_id", "=", roomId)
+      .where("type", "=", "m.room.member")
+      .where("state_key", "=", userId)
+      .where("stream_ordering", "<=", at)
+      .orderBy("stream_ordering", "desc")
+      .limit(1)
+      .executeTakeFirst();
+    return (row?.membership ?? undefined) as Membership | undefined;
+  }
+
   async requireJoined(roomId: string, userId: string): Promise<void> {
     const m = await this.membership(roomId, userId);
     if (m?.membership !== "join") throw new MatrixError("M_FORBIDDEN", "You are not a member of this room");

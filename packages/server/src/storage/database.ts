@@ -4,15 +4,10 @@ import SqliteDatabase from "better-sqlite3";
 import pg from "pg";
 import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from "kysely";
 import type { Database, Dialect } from "./schema.js";
-import { up as initial } from "./migrations/001_initial.js";
+import { MIGRATIONS } from "./migrations/index.js";
 
 export type Db = Kysely<Database>;
 export type Tx = Transaction<Database>;
-
-/** Ordered list of migrations. Append only: an applied migration is never edited. */
-const MIGRATIONS: Array<{ name: string; up: (db: Kysely<unknown>, dialect: Dialect) => Promise<void> }> = [
-  { name: "001_initial", up: initial },
-];
 
 export interface Storage {
   db: Db;

@@ -122,7 +122,9 @@ export class SyncService {
     ]);
 
     for (const m of joined) {
-      const newlyJoined = since !== null && m.stream_ordering > since;
+      // A later member event may only be a profile change; the room is new to the client only if
+      // the user was not joined at `since`.
+      const newlyJoined = since !== null && m.stream_ordering > since && (await this.d.rooms.membershipAt(m.room_id, viewer.userId, since)) !== "join";
       const hasEvents = since === null || p.fullState || newlyJoined || changedRooms?.has(m.room_id) === true;
       const roomData: Json = {};
       if (hasEvents) {
@@ -188,29 +190,31 @@ export class SyncService {
     const timeline: ClientEvent[] = [];
     let limited = false;
     let cursor = end;
+    let firstPos: number | null = null;
     const now = Date.now();
     // Fetch in pages so filtered-out events do not starve the timeline.
-    while (timeline.length < limit && cursor > after) {
+    while (!limited && cursor > after) {
       const rows = await this.d.rooms.eventsBetween(roomId, { after, upto: cursor, dir: "b", limit: Math.max(limit * 2, 20) });
       if (rows.length === 0) break;
       for (const row of rows) {
-        cursor = row.stream_ordering - 1;
         const ev = toClientEvent(row, { now, viewer, withRoomId: false });
-        if (!matchesEventFilter(tf, ev)) continue;
+        if (!matchesEventFilter(tf, ev)) {
+          cursor = row.stream_ordering - 1;
+          continue;
+        }
+        // One matching event more than fits: the client has a gap to fill with /messages.
         if (timeline.length >= limit) {
           limited = true;
           break;
         }
         timeline.push(ev);
+        firstPos = row.stream_ordering;
+        cursor = row.stream_ordering - 1;
       }
-      if (limited) break;
     }
-    if (!limited && cursor > after && timeline.length >= limit) limited = true;
     timeline.reverse();
-    const first = timeline[0];
-    const startPos = first ? (await this.streamOf(first.event_id)) - 1 : end;
-    if (since !== null && startPos > since) limited = true;
-
+    // State and prev_batch describe the point just before the first timeline event.
+    const startPos = firstPos !== null ? firstPos - 1 : end;
     const sf = filter?.room?.state;
     const lazy = sf?.lazy_load_members === true;
     let memberKeys: string[] | undefined;
@@ -261,11 +265,6 @@ export class SyncService {
     if (!users.includes(userId)) users.push(userId);
     const events = await this.d.ephemeral.presenceSince(users, since ?? 0, upto);
     return events.filter((e) => matchesEventFilter(filter?.presence, { type: e.type, sender: e.sender, content: e.content }));
-  }
-
-  private async streamOf(eventId: string): Promise<number> {
-    const row = await this.d.db.selectFrom("events").select("stream_ordering").where("event_id", "=", eventId).executeTakeFirst();
-    return row?.stream_ordering ?? 0;
   }
 
   private async positionsOf(eventIds: string[]): Promise<Map<string, number>> {
