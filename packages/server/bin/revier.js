@@ -2,10 +2,9 @@
 // The compiled CLI lives in dist/ (built by `npm install` through the root `prepare` script).
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-const entry = new URL("../dist/main.js", import.meta.url);
+const entry = new URL("../dist/cli-entry.js", import.meta.url);
 if (!existsSync(fileURLToPath(entry))) {
   console.error("revier: the server is not built yet — run `npm install` (or `npm run build`) in the repository root.");
   process.exit(1);
 }
-const { main } = await import(entry.href);
-await main(process.argv.slice(2));
+await import(entry.href);

@@ -9,6 +9,7 @@ import type { Bus } from "./bus/bus.js";
 import { loadOrCreateSigningKey } from "./rooms/signing-key.js";
 import { createServices, type Services } from "./services.js";
 import { buildApp } from "./http/app.js";
+import { startSweepers } from "./sweepers.js";
 
 export function openStorage(config: Config): Storage {
   return config.databaseUrl ? openPostgres(config.databaseUrl) : openSqlite(path.join(config.dataDir, "revier.db"));
@@ -39,6 +40,7 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
   const bus = opts.bus ?? new LocalBus();
   const services = createServices({ config, log, storage, bus, signingKey });
   const app = await buildApp(services);
+  const stopSweepers = startSweepers(services);
   await app.listen({ host: config.bind, port: config.port });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
@@ -52,6 +54,7 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
     stop: () =>
       (stopping ??= (async () => {
         // Long-polls return first so closing the listener does not wait for their timeouts.
+        stopSweepers();
         services.notifier.close();
         await app.close();
         await services.close();

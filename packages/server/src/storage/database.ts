@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import pg from "pg";
@@ -21,6 +21,8 @@ pg.types.setTypeParser(20, (v) => Number(v));
 export function openSqlite(file: string): Storage {
   if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
   const raw = new SqliteDatabase(file);
+  // The database holds password hashes, token digests and message metadata: owner-only.
+  if (file !== ":memory:") chmodSync(file, 0o600);
   // WAL lets readers run beside the single writer; synchronous=FULL makes an acknowledged commit
   // survive power loss, not only a process crash.
   raw.pragma("journal_mode = WAL");

@@ -82,11 +82,10 @@ export const accountRoutes = [
       url: "/_matrix/client/v3/account/password",
       body: Type.Object({ new_password: Type.String(), logout_devices: Type.Optional(Type.Boolean()), auth: Auth }, { additionalProperties: true }),
     },
-    async ({ user, body, req }, s) => {
+    async ({ user, body }, s) => {
       await s.uia.require({ method: "POST", path: "/account/password", body: body as Record<string, unknown>, userId: user.userId });
       await s.accounts.setPassword(user.userId, body.new_password);
       if (body.logout_devices !== false) await s.devices.removeAll(user.userId, user.deviceId);
-      void req;
       return {};
     },
   ),

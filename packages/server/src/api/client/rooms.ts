@@ -54,11 +54,10 @@ export type CreateRoomGuard = (userId: string, body: Static<typeof CreateRoomBod
 const ReasonBody = Type.Optional(Type.Object({ reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: true }));
 const TargetBody = Type.Object({ user_id: Type.String({ maxLength: 255 }), reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: true });
 
-async function join(s: Services, userId: string, deviceId: string, roomIdOrAlias: string): Promise<{ room_id: string }> {
+async function join(s: Services, userId: string, roomIdOrAlias: string): Promise<{ room_id: string }> {
   if (!isValidRoomId(roomIdOrAlias) && !isValidRoomAlias(roomIdOrAlias)) throw new MatrixError("M_INVALID_PARAM", "Invalid room id or alias");
   const roomId = await s.rooms.resolveRoomIdOrAlias(roomIdOrAlias);
   if (!(await s.rooms.exists(roomId))) throw new MatrixError("M_NOT_FOUND", "Unknown room");
-  void deviceId;
   await s.rooms.setMembership(roomId, userId, userId, "join");
   return { room_id: roomId };
 }
@@ -89,9 +88,9 @@ export const roomRoutes = [
   }),
 
   route({ method: "POST", url: "/_matrix/client/v3/join/:roomIdOrAlias", params: Type.Object({ roomIdOrAlias: Type.String({ maxLength: 255 }) }), body: ReasonBody, rateLimit: "send" }, async ({ user, params }, s) =>
-    join(s, user.userId, user.deviceId, params.roomIdOrAlias),
+    join(s, user.userId, params.roomIdOrAlias),
   ),
-  route({ method: "POST", url: "/_matrix/client/v3/rooms/:roomId/join", params: RoomParams, body: ReasonBody, rateLimit: "send" }, async ({ user, params }, s) => join(s, user.userId, user.deviceId, roomIdOf(params.roomId))),
+  route({ method: "POST", url: "/_matrix/client/v3/rooms/:roomId/join", params: RoomParams, body: ReasonBody, rateLimit: "send" }, async ({ user, params }, s) => join(s, user.userId, roomIdOf(params.roomId))),
 
   route({ method: "POST", url: "/_matrix/client/v3/knock/:roomIdOrAlias", params: Type.Object({ roomIdOrAlias: Type.String({ maxLength: 255 }) }), body: ReasonBody, rateLimit: "send" }, async ({ user, params, body }, s) => {
     const roomId = await s.rooms.resolveRoomIdOrAlias(params.roomIdOrAlias);

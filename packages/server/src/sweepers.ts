@@ -1,0 +1,35 @@
+import type { Services } from "./services.js";
+
+/** How long a user may show no sign of life (no /sync) before presence turns offline. */
+const PRESENCE_IDLE_MS = 5 * 60_000;
+
+/** Runs `task` every `intervalMs`, never overlapping, without keeping the process alive. */
+function every(intervalMs: number, task: () => Promise<unknown>, onError: (err: unknown) => void): () => void {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    task()
+      .catch(onError)
+      .finally(() => {
+        running = false;
+      });
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/**
+ * Background housekeeping: typing notifications that lapsed and users whose clients vanished.
+ * Every process may run these; each step re-checks under the stream lock, so they are idempotent.
+ */
+export function startSweepers(s: Services): () => void {
+  const onError = (what: string) => (err: unknown) => s.log.warn({ err: { message: (err as Error).message } }, `${what} sweep failed`);
+  const stops = [
+    s.ephemeral.startTypingSweeper(5_000, onError("typing")),
+    every(60_000, () => s.ephemeral.expirePresence(Date.now(), PRESENCE_IDLE_MS), onError("presence")),
+  ];
+  return () => {
+    for (const stop of stops) stop();
+  };
+}
