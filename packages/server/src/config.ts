@@ -25,6 +25,12 @@ export interface Config {
   tokens: { accessTokenLifetimeMs: number | null };
   shutdownGraceMs: number;
   trustProxy: boolean;
+  media: {
+    maxUploadBytes: number;
+    /** bytes a user may store in total; null means no quota */
+    userQuotaBytes: number | null;
+    legacyUnauthenticated: boolean;
+  };
 }
 
 export class ConfigError extends Error {
@@ -92,6 +98,9 @@ const SETTINGS: Setting[] = [
   { key: "tokens.access_token_lifetime_ms", env: "REVIER_ACCESS_TOKEN_LIFETIME_MS", parse: nullable(int(60_000, 365 * 24 * 3600_000)), default: null },
   { key: "shutdown_grace_ms", env: "REVIER_SHUTDOWN_GRACE_MS", parse: int(0, 600_000), default: 10_000 },
   { key: "trust_proxy", env: "REVIER_TRUST_PROXY", parse: bool, default: false },
+  { key: "media.max_upload_bytes", env: "REVIER_MEDIA_MAX_UPLOAD_BYTES", parse: int(1, 2 ** 50), default: 512 * 1024 * 1024 },
+  { key: "media.user_quota_bytes", env: "REVIER_MEDIA_USER_QUOTA_BYTES", parse: nullable(int(0, 2 ** 50)), default: 10 * 1024 * 1024 * 1024 },
+  { key: "media.legacy_unauthenticated", env: "REVIER_MEDIA_LEGACY_UNAUTHENTICATED", parse: bool, default: false },
 ];
 
 function getPath(obj: unknown, dotted: string): unknown {
@@ -184,6 +193,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
     tokens: { accessTokenLifetimeMs: values["tokens.access_token_lifetime_ms"] as number | null },
     shutdownGraceMs: values["shutdown_grace_ms"] as number,
     trustProxy: values["trust_proxy"] as boolean,
+    media: {
+      maxUploadBytes: values["media.max_upload_bytes"] as number,
+      userQuotaBytes: values["media.user_quota_bytes"] as number | null,
+      legacyUnauthenticated: values["media.legacy_unauthenticated"] as boolean,
+    },
   };
 }
 

@@ -7,6 +7,9 @@ import { loadOrCreateSigningKey } from "./rooms/signing-key.js";
 import { createServices, type Services } from "./services.js";
 import { deactivateAccount } from "./api/client/account.js";
 import path from "node:path";
+import { userInfo } from "node:os";
+import type { Actor } from "./governance/policy.js";
+import { isRole } from "./governance/roles.js";
 
 const USAGE = `Usage: revier <command>
 
@@ -16,6 +19,13 @@ const USAGE = `Usage: revier <command>
   user list
   user deactivate <user>
   user reset-password <user> [--password-stdin]
+  user import <file.csv>                  create users from rows localpart,displayname,role,password
+  user role <user> <admin|helpdesk|dpo|user>
+  user enrollment-code <user>             one-time code for enrolling a new device (15 minutes)
+  policy get                              print the organisation policy
+  policy set <key=value>...               change policy fields (values are JSON, or plain strings)
+  audit verify                            recompute the audit log's hash chain
+  audit export                            print the audit log as JSON Lines
   config                                  list settings and their environment variables
 
 Settings come from REVIER_CONFIG (a YAML file) and REVIER_* environment variables.`;
@@ -81,6 +91,10 @@ export async function main(argv: string[]): Promise<void> {
       return;
     case "user":
       return userCommand(config, rest);
+    case "policy":
+      return policyCommand(config, rest);
+    case "audit":
+      return auditCommand(config, rest);
     default:
       console.error(USAGE);
       fail(`unknown command ${command}`);
@@ -95,6 +109,7 @@ async function userCommand(config: Config, args: string[]): Promise<void> {
         if (!target) fail("user create needs a localpart");
         const password = await readPassword(flags.includes("--password-stdin"), `Password for ${target}: `);
         const user = await s.accounts.create(target.toLowerCase(), { password, role: flags.includes("--admin") ? "admin" : "user" });
+        await s.audit.record({ ...cliActor(), action: "user.create", target: user.user_id, details: { role: user.role, with_password: true } });
         console.log(`created ${user.user_id}${user.role === "admin" ? " (admin)" : ""}`);
         return;
       }
@@ -108,6 +123,7 @@ async function userCommand(config: Config, args: string[]): Promise<void> {
         const userId = target ? s.accounts.resolveUserId(target) : null;
         if (!userId || !(await s.accounts.get(userId))) fail(`no such user: ${target ?? ""}`);
         await deactivateAccount(s, userId);
+        await s.audit.record({ ...cliActor(), action: "user.deactivate", target: userId });
         console.log(`deactivated ${userId}`);
         return;
       }
@@ -117,7 +133,29 @@ async function userCommand(config: Config, args: string[]): Promise<void> {
         const password = await readPassword(flags.includes("--password-stdin"), `New password for ${userId}: `);
         await s.accounts.setPassword(userId, password);
         await s.tokens.revokeAll(userId);
+        await s.audit.record({ ...cliActor(), action: "user.password_reset", target: userId, details: { logout_devices: true } });
         console.log(`password reset for ${userId}; all sessions logged out`);
+        return;
+      }
+      case "import": {
+        if (!target) fail("user import needs a CSV file");
+        const result = await s.governance.importCsv(cliActor(), readFileSync(target, "utf8"));
+        for (const r of result.rows) console.log(r.user_id ? `line ${r.line}: created ${r.user_id}` : `line ${r.line}: ${r.localpart || "(empty)"}: ${r.error ?? ""}`);
+        console.log(`${result.created} created, ${result.failed} failed`);
+        if (result.failed > 0) process.exitCode = 1;
+        return;
+      }
+      case "role": {
+        const role = flags[0];
+        if (!target || !role || !isRole(role)) fail("usage: revier user role <user> <admin|helpdesk|dpo|user>");
+        await s.governance.setRole(cliActor(), target, role);
+        console.log(`${s.accounts.resolveUserId(target) ?? target} is now ${role}`);
+        return;
+      }
+      case "enrollment-code": {
+        if (!target) fail("user enrollment-code needs a user");
+        const { code, expires_ts } = await s.governance.issueEnrollmentCode(cliActor(), target);
+        console.log(`${code}\t(valid until ${new Date(expires_ts).toISOString()})`);
         return;
       }
       default:
@@ -126,6 +164,73 @@ async function userCommand(config: Config, args: string[]): Promise<void> {
   }).catch((err: unknown) => {
     if (err instanceof Error && err.name === "MatrixError") fail(err.message);
     throw err;
+  });
+}
+
+/** Host actions are audited under the operating-system account that ran them. */
+function cliActor(): Actor {
+  let name: string;
+  try {
+    name = userInfo().username;
+  } catch {
+    // Containers may run under a uid with no passwd entry.
+    name = process.env.USER ?? `uid-${process.getuid?.() ?? "unknown"}`;
+  }
+  return { actor: `cli:${name}`, actorRole: "cli" };
+}
+
+function cliValue(raw: string): unknown {
+  try {
+    return JSON.parse(raw) as unknown;
+  } catch {
+    return raw;
+  }
+}
+
+async function policyCommand(config: Config, args: string[]): Promise<void> {
+  const [sub, ...pairs] = args;
+  await withServices(config, async (s) => {
+    if (sub === "get") {
+      console.log(JSON.stringify(await s.policy.fresh(), null, 2));
+      return;
+    }
+    if (sub === "set" && pairs.length > 0) {
+      const next: Record<string, unknown> = { ...(await s.policy.fresh()) };
+      for (const pair of pairs) {
+        const eq = pair.indexOf("=");
+        if (eq <= 0) fail(`expected key=value, got '${pair}'`);
+        next[pair.slice(0, eq)] = cliValue(pair.slice(eq + 1));
+      }
+      console.log(JSON.stringify(await s.policy.set(next, cliActor()), null, 2));
+      return;
+    }
+    fail("usage: revier policy get | revier policy set key=value...");
+  }).catch((err: unknown) => {
+    if (err instanceof Error && err.name === "MatrixError") fail(err.message);
+    throw err;
+  });
+}
+
+async function auditCommand(config: Config, args: string[]): Promise<void> {
+  await withServices(config, async (s) => {
+    if (args[0] === "verify") {
+      const result = await s.audit.verify();
+      if (result.ok) {
+        console.log(`audit log intact: ${result.entries} entries`);
+        return;
+      }
+      fail(`audit log broken at entry ${result.first_broken?.seq ?? "?"}: ${result.first_broken?.reason ?? ""}`);
+    }
+    if (args[0] === "export") {
+      let bytes = 0;
+      for await (const line of s.audit.exportJsonl()) {
+        bytes += Buffer.byteLength(line);
+        process.stdout.write(line);
+      }
+      await s.audit.record({ ...cliActor(), action: "audit.export", target: null, details: { bytes } });
+      return;
+    }
+    fail("usage: revier audit verify | revier audit export");
   });
 }
 

@@ -5,6 +5,7 @@ import type { FastifyInstance } from "fastify";
 import type { Config } from "./config.js";
 import { migrate, openPostgres, openSqlite, type Storage } from "./storage/database.js";
 import { LocalBus } from "./bus/local.js";
+import { NatsBus } from "./bus/nats.js";
 import type { Bus } from "./bus/bus.js";
 import { loadOrCreateSigningKey } from "./rooms/signing-key.js";
 import { createServices, type Services } from "./services.js";
@@ -37,7 +38,7 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
   const storage = opts.storage ?? openStorage(config);
   await migrate(storage);
   const signingKey = loadOrCreateSigningKey(path.join(config.dataDir, "signing.key"));
-  const bus = opts.bus ?? new LocalBus();
+  const bus = opts.bus ?? (config.busUrl ? await openNatsBus(config.busUrl, log) : new LocalBus());
   const services = createServices({ config, log, storage, bus, signingKey });
   const app = await buildApp(services);
   const stopSweepers = startSweepers(services);
@@ -60,4 +61,15 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
         await services.close();
       })()),
   };
+}
+
+/**
+ * Several processes share wake-ups over NATS. Start-up waits a moment for the connection so the
+ * first writes already reach the other processes, but an unreachable NATS never stops this process
+ * from serving its own clients: the bus keeps retrying in the background.
+ */
+async function openNatsBus(url: string, log: Logger): Promise<Bus> {
+  const bus = new NatsBus(url, log.child({ module: "bus" }));
+  if (!(await bus.waitConnected(3000))) log.warn({ url }, "starting without NATS; wake-ups from other processes resume once it is reachable");
+  return bus;
 }

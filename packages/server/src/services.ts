@@ -1,3 +1,4 @@
+import path from "node:path";
 import type { Logger } from "pino";
 import type { Config } from "./config.js";
 import type { Storage } from "./storage/database.js";
@@ -22,6 +23,14 @@ import { PushService } from "./push/push-service.js";
 import { Ephemeral } from "./rooms/ephemeral.js";
 import type { LoginGuard } from "./api/client/session.js";
 import type { CreateRoomGuard } from "./api/client/rooms.js";
+import { createE2ee, type E2ee } from "./e2ee/index.js";
+import { AuditLog } from "./governance/audit.js";
+import { PolicyStore } from "./governance/policy.js";
+import { Governance } from "./governance/governance.js";
+import { governanceAuthHook, governanceLoginGuards } from "./governance/hooks.js";
+import { DiskBlobStore } from "./media/blob-store.js";
+import { MediaService } from "./media/media.js";
+import { Thumbnailer } from "./media/thumbnails.js";
 
 /** Runs after a token is accepted, before the handler: governance (locks, consent, client version) hooks in here. */
 export type AuthHook = (session: Session, ctx: { req: FastifyRequest; route: RouteSpec<TSchema | undefined, TSchema | undefined, TSchema | undefined> }) => Promise<void>;
@@ -45,10 +54,15 @@ export interface Services {
   ephemeral: Ephemeral;
   notifier: Notifier;
   sync: SyncService;
+  e2ee: E2ee;
+  media: MediaService;
   rateLimits: { login: RateLimiter; register: RateLimiter; send: RateLimiter };
   authHooks: AuthHook[];
   loginGuards: LoginGuard[];
   createRoomGuards: CreateRoomGuard[];
+  audit: AuditLog;
+  policy: PolicyStore;
+  governance: Governance;
   close(): Promise<void>;
 }
 
@@ -67,12 +81,22 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   const rooms = new Rooms(db, roomEvents, accounts, config.serverName);
   const accountData = new AccountData(db, stream);
   const ephemeral = new Ephemeral(db, stream, accountData);
-  const push = new PushService(db, stream, ephemeral);
+  const push = new PushService(db, stream, ephemeral, bus);
   roomEvents.onPersist((ctx) => push.recordActions(ctx));
   const notifier = new Notifier(bus, metrics);
   const sync = new SyncService({ db, stream, rooms, accountData, push, ephemeral, notifier, devices });
+  const e2ee = createE2ee({ storage, stream, serverName: config.serverName });
+  sync.extend(e2ee.syncExtension);
+  devices.onRemoved(e2ee.onDeviceRemoved);
+  const blobs = new DiskBlobStore(path.join(config.dataDir, "media"));
+  blobs.sweepTemp().catch((err: Error) => log.warn({ err: err.message }, "could not sweep unfinished uploads"));
+  // 50 megapixels covers every camera's default output; larger images get no thumbnail.
+  const media = new MediaService(db, storage.dialect, blobs, new Thumbnailer(50_000_000), config.media);
+  const audit = new AuditLog(db, stream);
+  const policy = new PolicyStore(db, audit);
+  const governance = new Governance(db, accounts, devices, tokens, audit);
   const perMinute = (n: number) => new RateLimiter(n / 60, Math.max(1, Math.ceil(n / 6)));
-  return {
+  const services: Services = {
     config,
     log,
     storage,
@@ -91,6 +115,8 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
     ephemeral,
     notifier,
     sync,
+    e2ee,
+    media,
     rateLimits: {
       login: perMinute(config.limits.loginPerMinute),
       register: perMinute(config.limits.registerPerMinute),
@@ -99,10 +125,17 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
     authHooks: [],
     loginGuards: [],
     createRoomGuards: [],
+    audit,
+    policy,
+    governance,
     async close() {
       notifier.close();
       await bus.close();
       await storage.close();
     },
   };
+  // Governance hooks in at the edges; core modules never import it.
+  services.authHooks.push(governanceAuthHook(services));
+  services.loginGuards.push(...governanceLoginGuards());
+  return services;
 }

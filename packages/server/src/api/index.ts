@@ -10,7 +10,12 @@ import { directoryRoutes } from "./client/directory.js";
 import { accountDataRoutes } from "./client/account-data.js";
 import { receiptRoutes } from "./client/receipts.js";
 import { pushRoutes } from "./client/push.js";
+import { mediaRoutes } from "./client/media.js";
+import { keyRoutes } from "./client/keys.js";
+import { toDeviceRoutes } from "./client/to-device.js";
+import { keyBackupRoutes } from "./client/key-backup.js";
 import { opsRoutes } from "./ops.js";
+import { adminRoutes } from "./admin/index.js";
 
 export const ALL_ROUTES: RouteDef[] = [
   ...metaRoutes,
@@ -24,5 +29,10 @@ export const ALL_ROUTES: RouteDef[] = [
   ...accountDataRoutes,
   ...receiptRoutes,
   ...pushRoutes,
+  ...mediaRoutes,
+  ...keyRoutes,
+  ...toDeviceRoutes,
+  ...keyBackupRoutes,
   ...opsRoutes,
+  ...adminRoutes,
 ];

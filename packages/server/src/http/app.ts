@@ -68,6 +68,15 @@ export async function buildApp(s: Services, routes: RouteDef[] = ALL_ROUTES): Pr
     return undefined;
   });
 
+  // server.close() closes only the keep-alive connections idle at that moment. One still finishing
+  // a streamed response (a download the client has already read to the end) would otherwise hold
+  // the shutdown until its keep-alive timeout; keep closing connections as they fall idle.
+  app.addHook("preClose", async () => {
+    const timer = setInterval(() => app.server.closeIdleConnections(), 50);
+    timer.unref();
+    app.server.once("close", () => clearInterval(timer));
+  });
+
   app.addHook("onResponse", async (req, reply) => {
     const started = (req as FastifyRequest & { startedAt?: bigint }).startedAt;
     const routeUrl = req.routeOptions.url ?? "unmatched";
@@ -91,16 +100,28 @@ export async function buildApp(s: Services, routes: RouteDef[] = ALL_ROUTES): Pr
     reply.code(error.status).type("application/json").send(error.toJSON());
   });
 
-  for (const def of routes) registerRoute(app, s, def);
+  for (const def of routes) if (!def.spec.rawBody) registerRoute(app, s, def);
+  // Uploads stream to disk and may be far larger than any JSON body, so their routes live in a
+  // context whose only parser hands the body over unread; the handler enforces the media limit.
+  await app.register(async (uploads) => {
+    uploads.removeAllContentTypeParsers();
+    uploads.addContentTypeParser("*", (_req, payload, done) => done(null, payload));
+    // A refused upload (401, 413, quota) must not make the server read the rest of the body first.
+    uploads.addHook("onSend", async (req, reply) => {
+      if (!req.raw.complete) reply.header("connection", "close");
+    });
+    for (const def of routes) if (def.spec.rawBody) registerRoute(uploads, s, def, { bodyLimit: s.config.media.maxUploadBytes });
+  });
   return app;
 }
 
-function registerRoute(app: FastifyInstance, s: Services, def: RouteDef): void {
+function registerRoute(app: FastifyInstance, s: Services, def: RouteDef, opts: { bodyLimit?: number } = {}): void {
   const { spec } = def;
   const auth = spec.auth ?? "required";
   app.route({
     method: spec.method,
     url: spec.url,
+    ...opts,
     schema: {
       ...(spec.body ? { body: spec.body } : {}),
       ...(spec.query ? { querystring: spec.query } : {}),
@@ -136,7 +157,8 @@ function registerRoute(app: FastifyInstance, s: Services, def: RouteDef): void {
     handler: async (req, reply) => {
       const user = (req as FastifyRequest & { revierUser?: AuthedUser | null }).revierUser ?? null;
       const result = await def.handler({ user, body: req.body, query: req.query, params: req.params, req, reply }, s);
-      if (reply.sent) return reply;
+      // A handler that streamed its own response (downloads) has sent the headers already.
+      if (reply.sent || reply.raw.headersSent) return reply;
       return reply.type("application/json").send(result ?? {});
     },
   });

@@ -22,6 +22,11 @@ export interface RouteSpec<B extends TSchema | undefined, Q extends TSchema | un
   rateLimit?: "login" | "register" | "send";
   /** Endpoints a user who has not accepted the current terms may still call. */
   allowWithoutConsent?: boolean;
+  /**
+   * The body is handed to the handler unread, as a stream in `req.body` (uploads), instead of being
+   * parsed as JSON; the handler enforces its own size limit while reading.
+   */
+  rawBody?: boolean;
 }
 
 type In<T extends TSchema | undefined, D> = T extends TSchema ? Static<T> : D;

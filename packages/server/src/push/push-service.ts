@@ -3,6 +3,7 @@ import type { Db, Tx } from "../storage/database.js";
 import type { StreamWriter } from "../storage/stream.js";
 import type { PersistContext } from "../rooms/room-events.js";
 import type { Ephemeral } from "../rooms/ephemeral.js";
+import type { Bus } from "../bus/bus.js";
 import { toClientEvent } from "../rooms/client-event.js";
 import { buildRuleset, emptyPushRules, parseStoredPushRules, type UserPushRules } from "./ruleset.js";
 import { evaluatePushRules, summariseActions } from "./evaluate.js";
@@ -19,9 +20,8 @@ export interface UnreadCounts {
  * Those actions feed the unread/highlight counts in /sync and, later, push delivery.
  */
 export class PushService {
-  // Built rulesets per user; rebuilt when the user changes a rule. A process-local cache is safe
-  // because rules are read on the write path of the same process that changes them; other
-  // processes re-read after `invalidate` reaches them through their own writes.
+  // Built rulesets per user. A rule change is announced on the bus with the user in the wake-up,
+  // which drops the entry here and in every other process.
   private readonly cache = new Map<string, Ruleset>();
   private static readonly CACHE_LIMIT = 50_000;
 
@@ -29,7 +29,12 @@ export class PushService {
     private readonly db: Db,
     private readonly stream: StreamWriter,
     private readonly ephemeral: Ephemeral,
-  ) {}
+    bus: Bus,
+  ) {
+    bus.subscribe((w) => {
+      for (const u of w.users) this.cache.delete(u);
+    });
+  }
 
   async stored(userId: string, db: Db | Tx = this.db): Promise<UserPushRules> {
     const row = await db.selectFrom("push_rules").select("json").where("user_id", "=", userId).executeTakeFirst();

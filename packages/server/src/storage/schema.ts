@@ -154,6 +154,72 @@ export interface Database {
     content: string;
   };
   device_list_changes: { user_id: string; stream_pos: number };
+  /** Stored content, one row per distinct SHA-256; refcount counts media rows and thumbnails using it. */
+  media_blobs: { sha256: string; size: number; refcount: number; created_ts: number };
+  /** One row per mxc:// id; sha256 stays null until the content of a created id arrives. */
+  media: {
+    media_id: string;
+    user_id: string;
+    sha256: string | null;
+    size: number | null;
+    content_type: string | null;
+    filename: string | null;
+    created_ts: number;
+    uploaded_ts: number | null;
+    unused_expires_ts: number | null;
+  };
+  /** Thumbnails belong to the content they were made from, so identical uploads share them. */
+  media_thumbnails: {
+    source_sha256: string;
+    width: number;
+    height: number;
+    method: string;
+    sha256: string;
+    content_type: string;
+    size: number;
+    created_ts: number;
+  };
+  /** Append-only, hash-chained record of privileged actions; never message content. */
+  audit_log: {
+    seq: number;
+    ts: number;
+    actor: string;
+    actor_role: string;
+    action: string;
+    target: string | null;
+    details: string;
+    prev_hash: string;
+    hash: string;
+  };
+  /** One row ('org') holding the organisation policy as JSON. */
+  governance_policy: { name: string; json: string; updated_ts: number };
+  /** Device ids that may never log in again (lost-device block). */
+  blocked_devices: { user_id: string; device_id: string; blocked_ts: number; blocked_by: string };
+  /** One-time enrollment codes, stored as SHA-256 digests. */
+  enrollment_codes: { code_hash: string; user_id: string; issued_by: string; created_ts: number; expires_ts: number; used_ts: number | null };
+  /** A device's identity keys as uploaded; `ed25519` is copied out to check signatures by the device. */
+  e2e_device_keys: { user_id: string; device_id: string; key_json: string; ed25519: string };
+  /** Unclaimed one-time keys; `id` orders them by upload. */
+  e2e_one_time_keys: { id: Generated<number>; user_id: string; device_id: string; algorithm: string; key_id: string; key_json: string };
+  /** At most one fallback key per device and algorithm; `used` is 1 once it was handed out. */
+  e2e_fallback_keys: { user_id: string; device_id: string; algorithm: string; key_id: string; key_json: string; used: number };
+  /** Cross-signing keys; key_type is master, self_signing or user_signing. */
+  e2e_cross_signing_keys: { user_id: string; key_type: string; public_key: string; key_json: string };
+  /** Signatures added through /keys/signatures/upload; target_key_id is a device id or a master public key. */
+  e2e_signatures: { target_user_id: string; target_key_id: string; signer_user_id: string; signer_key_id: string; signature: string };
+  /** The signer's devices must re-query target_user_id's keys (a signature only the signer sees). */
+  e2e_signature_notices: { user_id: string; target_user_id: string; stream_pos: number };
+  e2e_room_keys_versions: { user_id: string; version: number; algorithm: string; auth_data: string; etag: number; deleted: number };
+  e2e_room_keys: {
+    user_id: string;
+    version: number;
+    room_id: string;
+    session_id: string;
+    first_message_index: number;
+    forwarded_count: number;
+    is_verified: number;
+    session_data: string;
+  };
 }
 
 export type Dialect = "sqlite" | "postgres";

@@ -100,6 +100,7 @@ export const directoryRoutes = [
   }),
 
   route({ method: "GET", url: "/_matrix/client/v3/rooms/:roomId/aliases", params: Type.Object({ roomId: Type.String({ maxLength: 255 }) }) }, async ({ user, params }, s) => {
+    if (!isValidRoomId(params.roomId)) throw new MatrixError("M_INVALID_PARAM", "Invalid room id");
     await s.rooms.requireJoined(params.roomId, user.userId);
     const rows = await s.storage.db.selectFrom("room_aliases").select("alias").where("room_id", "=", params.roomId).execute();
     return { aliases: rows.map((r) => r.alias) };

@@ -331,6 +331,8 @@ async function relations(
     .where("events.room_id", "=", roomId)
     .where("events.relates_to", "=", eventId)
     .where("events.rel_type", "!=", "m.in_reply_to")
+    // Redaction strips m.relates_to, so a redacted child no longer relates to its parent.
+    .where("events.redacted_by", "is", null)
     .where("events.stream_ordering", ">", range.from)
     .where("events.stream_ordering", "<=", range.to);
   if (relType !== undefined) q = q.where("events.rel_type", "=", relType);

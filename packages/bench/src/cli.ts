@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+/**
+ * revier-bench — `npm run bench -- --scenario send|fanout|login [--target URL[,URL…] --users FILE]
+ * [--quick] [--processes N --database-url URL] [--senders N] [--members N] …`
+ */
+import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { localTarget, remoteTarget, type Target } from "./target.js";
+import type { Scenario, ScenarioResult } from "./scenario.js";
+import { send } from "./scenarios/send.js";
+import { fanout } from "./scenarios/fanout.js";
+import { loginScenario } from "./scenarios/login.js";
+
+const scenarios: Record<string, Scenario> = { send, fanout, login: loginScenario };
+
+const { values } = parseArgs({
+  options: {
+    scenario: { type: "string" },
+    target: { type: "string" },
+    users: { type: "string" },
+    quick: { type: "boolean", default: false },
+    processes: { type: "string" },
+    "database-url": { type: "string" },
+    "bus-url": { type: "string" },
+    out: { type: "string" },
+    set: { type: "string", multiple: true },
+    help: { type: "boolean", default: false },
+  },
+  strict: false,
+  allowPositionals: true,
+});
+
+const usage = `usage: npm run bench -- --scenario ${Object.keys(scenarios).join("|")} [--quick]
+  [--target URL[,URL…] --users FILE]   any homeserver; FILE holds user:password lines
+  [--processes N --database-url URL]    Revier processes the bench starts (N > 1: PostgreSQL + NATS)
+  [--bus-url nats://…] [--out DIR]
+  scenario knobs: --senders N --seconds N (send), --members N --messages N --rate N (fanout),
+                  --logins N --concurrency N (login)`;
+
+const name = typeof values.scenario === "string" ? values.scenario : "";
+const scenario = scenarios[name];
+if (values.help || !scenario) {
+  console.error(usage);
+  process.exit(values.help ? 0 : 2);
+}
+
+// Any other `--knob value` is a numeric scenario parameter.
+const knobs = new Map<string, number>();
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i++) {
+  const m = /^--([a-z-]+)$/.exec(argv[i]!);
+  const v = argv[i + 1];
+  if (m && v !== undefined && /^\d+(\.\d+)?$/.test(v)) knobs.set(m[1]!, Number(v));
+}
+
+const repoRoot = path.resolve(fileURLToPath(new URL("../../../", import.meta.url)));
+const outDir = typeof values.out === "string" ? values.out : path.join(repoRoot, "bench", "results");
+const str = (v: unknown) => (typeof v === "string" ? v : null);
+
+const started = new Date();
+const target: Target = str(values.target)
+  ? remoteTarget(str(values.target)!.split(","), str(values.users))
+  : await localTarget({ processes: Number(str(values.processes) ?? 1), databaseUrl: str(values["database-url"]), busUrl: str(values["bus-url"]) });
+
+let result: ScenarioResult;
+try {
+  console.log(`revier-bench ${name}${values.quick ? " --quick" : ""} against ${target.description}`);
+  result = await scenario({
+    target,
+    quick: values.quick === true,
+    num: (k, fallback) => knobs.get(k) ?? fallback,
+    progress: (m) => console.log(`  [${((Date.now() - started.getTime()) / 1000).toFixed(1)} s] ${m}`),
+  });
+} finally {
+  await target.close();
+}
+
+const durationS = Math.round((Date.now() - started.getTime()) / 1000);
+const record = {
+  scenario: name,
+  quick: values.quick === true,
+  target: target.description,
+  started: started.toISOString(),
+  duration_s: durationS,
+  machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? "unknown", memory_gb: Math.round(os.totalmem() / 1e9), node: process.version },
+  ...result,
+};
+
+const figures = Object.entries(result.figures)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(" ");
+const checks = result.checks.map((c) => `${c.what} ${c.target}: ${c.pass ? "pass" : "MISS"}`).join("; ");
+console.log(`\n${figures}\ntargets: ${checks}\n`);
+
+mkdirSync(outDir, { recursive: true });
+const stamp = started.toISOString().replace(/[:.]/g, "-");
+const file = path.join(outDir, `${name}${values.quick ? "-quick" : ""}-${stamp}.json`);
+writeFileSync(file, JSON.stringify(record, null, 2) + "\n");
+const summary = path.join(outDir, "summary.md");
+if (!existsSync(summary)) writeFileSync(summary, "# Benchmark results\n\nOne line per run of `npm run bench`; the JSON beside this file has the details.\n\n| date | scenario | target | parameters | figures | targets |\n|---|---|---|---|---|---|\n");
+const params = Object.entries(result.parameters)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(" ");
+appendFileSync(summary, `| ${started.toISOString().slice(0, 16)}Z | ${name}${values.quick ? " (quick)" : ""} | ${target.description} | ${params} | ${figures} | ${checks} |\n`);
+console.log(`wrote ${path.relative(process.cwd(), file)} and a line in ${path.relative(process.cwd(), summary)}`);

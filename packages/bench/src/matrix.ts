@@ -1,0 +1,85 @@
+/**
+ * The few Matrix client-server calls the scenarios need, in plain HTTP, so the same workload runs
+ * against any homeserver. No SDK: an SDK's own processing would be measured along with the server.
+ */
+export interface Session {
+  baseUrl: string;
+  userId: string;
+  accessToken: string;
+  deviceId: string;
+}
+
+export class MatrixHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+    what: string,
+  ) {
+    super(`${what}: HTTP ${status} ${body.slice(0, 200)}`);
+  }
+}
+
+type Json = Record<string, unknown>;
+
+export async function call<T = Json>(baseUrl: string, method: string, path: string, opts: { token?: string; body?: unknown; signal?: AbortSignal } = {}): Promise<T> {
+  const headers: Record<string, string> = {};
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  if (opts.body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(`${baseUrl}${path}`, {
+    method,
+    headers,
+    ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new MatrixHttpError(res.status, text, `${method} ${path.split("?")[0]}`);
+  return (text ? JSON.parse(text) : {}) as T;
+}
+
+const enc = encodeURIComponent;
+
+export async function login(baseUrl: string, user: string, password: string): Promise<Session> {
+  const r = await call<{ user_id: string; access_token: string; device_id: string }>(baseUrl, "POST", "/_matrix/client/v3/login", {
+    body: { type: "m.login.password", identifier: { type: "m.id.user", user }, password, initial_device_display_name: "revier-bench" },
+  });
+  return { baseUrl, userId: r.user_id, accessToken: r.access_token, deviceId: r.device_id };
+}
+
+export async function logout(s: Session): Promise<void> {
+  await call(s.baseUrl, "POST", "/_matrix/client/v3/logout", { token: s.accessToken, body: {} });
+}
+
+export async function createRoom(s: Session, body: Json = {}): Promise<string> {
+  const r = await call<{ room_id: string }>(s.baseUrl, "POST", "/_matrix/client/v3/createRoom", { token: s.accessToken, body });
+  return r.room_id;
+}
+
+export async function join(s: Session, roomId: string): Promise<void> {
+  await call(s.baseUrl, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: s.accessToken, body: {} });
+}
+
+export async function sendMessage(s: Session, roomId: string, txnId: string, content: Json): Promise<string> {
+  const r = await call<{ event_id: string }>(s.baseUrl, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/${enc(txnId)}`, { token: s.accessToken, body: content });
+  return r.event_id;
+}
+
+export interface SyncResponse {
+  next_batch: string;
+  rooms?: { join?: Record<string, { timeline?: { events?: { event_id: string; type: string; content?: Json }[] } }> };
+}
+
+/**
+ * A filter that keeps sync responses to what the scenarios look at. The timeline limit is high so
+ * a member that falls behind gets every message rather than a limited (gapped) timeline.
+ */
+export const LEAN_FILTER = JSON.stringify({
+  presence: { not_types: ["*"] },
+  account_data: { not_types: ["*"] },
+  room: { timeline: { limit: 100 }, state: { lazy_load_members: true }, ephemeral: { not_types: ["*"] }, account_data: { not_types: ["*"] } },
+});
+
+export async function sync(s: Session, params: { since?: string; timeout?: number; filter?: string }, signal?: AbortSignal): Promise<SyncResponse> {
+  const q = new URLSearchParams({ timeout: String(params.timeout ?? 0), filter: params.filter ?? LEAN_FILTER });
+  if (params.since) q.set("since", params.since);
+  return call<SyncResponse>(s.baseUrl, "GET", `/_matrix/client/v3/sync?${q}`, { token: s.accessToken, ...(signal ? { signal } : {}) });
+}

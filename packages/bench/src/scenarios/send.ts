@@ -1,0 +1,54 @@
+import { createRoom, login, sendMessage } from "../matrix.js";
+import { percentile, pool, round, sleep } from "../stats.js";
+import type { Scenario } from "../scenario.js";
+
+/**
+ * N senders, each in a room of its own, sending back to back. Only acknowledgements inside the
+ * measurement window count, after a warm-up that fills caches and connection pools.
+ */
+export const send: Scenario = async (ctx) => {
+  const senders = ctx.num("senders", 50);
+  const seconds = ctx.num("seconds", ctx.quick ? 15 : 60);
+  const warmup = ctx.num("warmup", ctx.quick ? 3 : 5);
+  const { urls } = ctx.target;
+  const creds = await ctx.target.users(senders, "send");
+  ctx.progress(`logging in ${senders} senders`);
+  const sessions = await pool(creds, 8, (c, i) => login(urls[i % urls.length]!, c.user, c.password));
+  const rooms = await pool(sessions, 8, (s) => createRoom(s, { preset: "private_chat", name: "bench send" }));
+
+  ctx.progress(`sending for ${warmup}+${seconds} s`);
+  const start = Date.now();
+  const measureFrom = start + warmup * 1000;
+  const measureTo = measureFrom + seconds * 1000;
+  const latencies: number[] = [];
+  let errors = 0;
+  await Promise.all(
+    sessions.map(async (s, i) => {
+      let n = 0;
+      while (Date.now() < measureTo) {
+        const t0 = performance.now();
+        const sentAt = Date.now();
+        try {
+          await sendMessage(s, rooms[i]!, `b${start}_${n++}`, { msgtype: "m.text", body: `load ${n}` });
+        } catch {
+          errors++;
+          await sleep(50);
+          continue;
+        }
+        if (sentAt >= measureFrom && Date.now() <= measureTo) latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  const rate = latencies.length / seconds;
+  const p50 = percentile(latencies, 50);
+  const p99 = percentile(latencies, 99);
+  return {
+    parameters: { senders, seconds, warmup },
+    figures: { events_per_s: round(rate), ack_p50_ms: round(p50), ack_p99_ms: round(p99), acked: latencies.length, errors },
+    checks: [
+      { what: "events/s", target: "≥ 3000", pass: rate >= 3000 },
+      { what: "ack p99", target: "< 50 ms", pass: p99 < 50 },
+      { what: "errors", target: "0", pass: errors === 0 },
+    ],
+  };
+};

@@ -1,0 +1,118 @@
+import { fork, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { HostReply, HostRequest } from "./host.js";
+
+export interface Credentials {
+  user: string;
+  password: string;
+}
+
+/** Where the load goes: Revier processes the bench started, or any homeserver given by URL. */
+export interface Target {
+  /** Client-API base URLs; clients are spread over them round-robin. */
+  urls: string[];
+  description: string;
+  /** `count` accounts that can log in. */
+  users(count: number, prefix: string): Promise<Credentials[]>;
+  /** Resident memory of the server processes, where the bench can see it. */
+  rssBytes(): Promise<number | null>;
+  close(): Promise<void>;
+}
+
+const BENCH_PASSWORD = "bench-password-not-secret";
+
+class Host {
+  private waiters: ((m: HostReply) => void)[] = [];
+  constructor(readonly child: ChildProcess) {
+    child.on("message", (m: HostReply) => this.waiters.shift()?.(m));
+  }
+  request(m: HostRequest | null): Promise<HostReply> {
+    return new Promise((resolve, reject) => {
+      const onExit = (code: number | null) => reject(new Error(`server process exited (${code}) before answering`));
+      this.child.once("exit", onExit);
+      this.waiters.push((reply) => {
+        this.child.off("exit", onExit);
+        if (reply.type === "error") reject(new Error(reply.message));
+        else resolve(reply);
+      });
+      if (m) this.child.send(m);
+    });
+  }
+}
+
+/** Starts `processes` Revier servers on a fresh data dir (SQLite, or `databaseUrl` with NATS). */
+export async function localTarget(opts: { processes: number; databaseUrl: string | null; busUrl: string | null }): Promise<Target> {
+  if (opts.processes > 1 && !opts.databaseUrl) throw new Error("--processes > 1 needs --database-url (an empty PostgreSQL database) and NATS");
+  const dataDir = mkdtempSync(path.join(tmpdir(), "revier-bench-"));
+  const hostScript = new URL("./host.js", import.meta.url);
+  const hosts: Host[] = [];
+  const urls: string[] = [];
+  // One after another, so only the first runs the migrations.
+  for (let i = 0; i < opts.processes; i++) {
+    const child = fork(hostScript, [], {
+      env: {
+        ...process.env,
+        REVIER_BENCH_DATA_DIR: dataDir,
+        REVIER_BENCH_DATABASE_URL: opts.databaseUrl ?? "",
+        REVIER_BENCH_BUS_URL: opts.processes > 1 ? (opts.busUrl ?? "nats://127.0.0.1:4222") : "",
+      },
+      stdio: ["ignore", "ignore", "inherit", "ipc"],
+    });
+    const host = new Host(child);
+    const ready = await host.request(null);
+    if (ready.type !== "ready") throw new Error("server process did not start");
+    hosts.push(host);
+    urls.push(ready.url);
+  }
+  let made = 0;
+  return {
+    urls,
+    description: `revier ×${opts.processes} (${opts.databaseUrl ? "PostgreSQL" : "SQLite"}${opts.processes > 1 ? " + NATS" : ""}), started by the bench`,
+    async users(count, prefix) {
+      const reply = await hosts[0]!.request({ type: "createUsers", prefix: `${prefix}${made++}_`, count, password: BENCH_PASSWORD });
+      if (reply.type !== "users") throw new Error("unexpected reply");
+      return reply.localparts.map((user) => ({ user, password: BENCH_PASSWORD }));
+    },
+    async rssBytes() {
+      let sum = 0;
+      for (const h of hosts) {
+        const r = await h.request({ type: "stats" });
+        if (r.type === "stats") sum += r.rssBytes;
+      }
+      return sum;
+    },
+    async close() {
+      await Promise.all(hosts.map((h) => new Promise<void>((resolve) => (h.child.exitCode !== null ? resolve() : (h.child.once("exit", () => resolve()), h.child.send({ type: "stop" }))))));
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Any homeserver: accounts come from a file of `user:password` lines (created beforehand). */
+export function remoteTarget(urls: string[], usersFile: string | null): Target {
+  const creds: Credentials[] = usersFile
+    ? readFileSync(usersFile, "utf8")
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith("#"))
+        .map((l) => {
+          const at = l.indexOf(":", l.startsWith("@") ? l.indexOf(":") + 1 : 0);
+          return { user: l.slice(0, at), password: l.slice(at + 1) };
+        })
+    : [];
+  let used = 0;
+  return {
+    urls,
+    description: urls.join(", "),
+    async users(count) {
+      if (used + count > creds.length) throw new Error(`the scenario needs ${used + count} accounts; --users gave ${creds.length}`);
+      const out = creds.slice(used, used + count);
+      used += count;
+      return out;
+    },
+    rssBytes: async () => null,
+    close: async () => undefined,
+  };
+}

@@ -1,0 +1,10 @@
+import type { RouteDef } from "../../http/route.js";
+import { adminUserRoutes } from "./users.js";
+import { adminDeviceRoutes, clientEnrollmentRoutes } from "./devices.js";
+import { adminOversightRoutes } from "./oversight.js";
+import { openApiRoute } from "./openapi.js";
+
+const privileged: RouteDef[] = [...adminUserRoutes, ...adminDeviceRoutes, ...adminOversightRoutes];
+
+/** The admin API (`/_revier/admin/v1/…`), its OpenAPI document, and the client-side enrollment endpoint. */
+export const adminRoutes: RouteDef[] = [...privileged, openApiRoute(privileged), ...clientEnrollmentRoutes];

@@ -1,0 +1,163 @@
+import type { Db } from "../storage/database.js";
+import type { StreamWrite } from "../storage/stream.js";
+
+/** Bound for `in (...)` lists, well under SQLite's and PostgreSQL's parameter limits. */
+const CHUNK = 500;
+
+export function chunks<T>(items: readonly T[], size = CHUNK): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/**
+ * Records, inside the caller's ordered write, that a user's devices or keys changed, and wakes
+ * everyone who shares a room with them. Same row as `Devices.markChanged`, which cannot be used
+ * here because it opens its own write (and SQLite has a single connection).
+ */
+export async function recordDeviceListChange(w: StreamWrite, userId: string): Promise<void> {
+  const pos = w.next();
+  await w.tx
+    .insertInto("device_list_changes")
+    .values({ user_id: userId, stream_pos: pos })
+    .onConflict((oc) => oc.column("user_id").doUpdateSet({ stream_pos: pos }))
+    .execute();
+  const rooms = await w.tx.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join").execute();
+  w.touch({ users: [userId], rooms: rooms.map((r) => r.room_id) });
+}
+
+export interface DeviceListChanges {
+  changed: string[];
+  left: string[];
+}
+
+interface MemberEventRow {
+  room_id: string;
+  state_key: string | null;
+  membership: string | null;
+  json: string;
+  stream_ordering: number;
+}
+
+/**
+ * Which users' device lists a client must look at again between two stream positions
+ * (`device_lists` in /sync, and /keys/changes). A client tracks the devices of everyone it shares
+ * a room with, so it must hear of:
+ *   - key or device changes of those users (and of its own user, for its other devices),
+ *   - users who newly share a room with it (their join, or its own join),
+ *   - users it no longer shares any room with (`left`), so it stops encrypting to them.
+ * Signatures on another user's master key are visible only to the signer, whose devices are told
+ * about the target user.
+ */
+export class DeviceLists {
+  constructor(private readonly db: Db) {}
+
+  async changes(userId: string, since: number, upto: number): Promise<DeviceListChanges> {
+    if (upto <= since) return { changed: [], left: [] };
+    const db = this.db;
+    const joinedRooms = (await db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join").execute()).map((r) => r.room_id);
+    const changed = new Set<string>();
+
+    // Users who share a room now and whose devices or keys changed in the window.
+    const own = await db.selectFrom("device_list_changes").select("user_id").where("user_id", "=", userId).where("stream_pos", ">", since).where("stream_pos", "<=", upto).executeTakeFirst();
+    if (own) changed.add(userId);
+    for (const rooms of chunks(joinedRooms)) {
+      const rows = await db
+        .selectFrom("device_list_changes as c")
+        .innerJoin("room_members as m", "m.user_id", "c.user_id")
+        .select("c.user_id")
+        .distinct()
+        .where("c.stream_pos", ">", since)
+        .where("c.stream_pos", "<=", upto)
+        .where("m.membership", "=", "join")
+        .where("m.room_id", "in", rooms)
+        .execute();
+      for (const r of rows) changed.add(r.user_id);
+    }
+    const notices = await db.selectFrom("e2e_signature_notices").select("target_user_id").where("user_id", "=", userId).where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute();
+    for (const n of notices) changed.add(n.target_user_id);
+
+    // Membership changes in the window: in rooms the user is in now, and in rooms it left.
+    const leftRooms = (
+      await db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "!=", "join").where("stream_ordering", ">", since).where("stream_ordering", "<=", upto).execute()
+    ).map((r) => r.room_id);
+    const candidatesLeft = new Set<string>();
+    const rooms = [...joinedRooms, ...leftRooms];
+    const joinedSet = new Set(joinedRooms);
+    const ownJoinedRooms: string[] = [];
+    for (const batch of chunks(rooms)) {
+      const events = (await db
+        .selectFrom("events")
+        .select(["room_id", "state_key", "membership", "json", "stream_ordering"])
+        .where("type", "=", "m.room.member")
+        .where("stream_ordering", ">", since)
+        .where("stream_ordering", "<=", upto)
+        .where("room_id", "in", batch)
+        .orderBy("stream_ordering")
+        .execute()) as MemberEventRow[];
+      // The first member event of a user in the window tells the membership at `since` (its
+      // prev_content), the last one the membership now.
+      const firstPrev = new Map<string, string | undefined>();
+      const last = new Map<string, string | null>();
+      for (const e of events) {
+        if (e.state_key === null) continue;
+        const k = `${e.room_id}\u0000${e.state_key}`;
+        if (!firstPrev.has(k)) firstPrev.set(k, previousMembership(e.json));
+        last.set(k, e.membership);
+      }
+      for (const [k, now] of last) {
+        const [roomId, member] = k.split("\u0000") as [string, string];
+        const wasJoined = firstPrev.get(k) === "join";
+        const isJoined = now === "join";
+        if (member === userId) {
+          if (isJoined && !wasJoined && joinedSet.has(roomId)) ownJoinedRooms.push(roomId);
+          continue;
+        }
+        if (!joinedSet.has(roomId)) continue;
+        if (isJoined && !wasJoined) changed.add(member);
+        else if (!isJoined && wasJoined) candidatesLeft.add(member);
+      }
+    }
+    // Joining a room makes all its members newly relevant; leaving one may end sharing with all of them.
+    for (const batch of chunks(ownJoinedRooms)) {
+      const rows = await db.selectFrom("room_members").select("user_id").distinct().where("room_id", "in", batch).where("membership", "=", "join").execute();
+      for (const r of rows) if (r.user_id !== userId) changed.add(r.user_id);
+    }
+    for (const batch of chunks(leftRooms)) {
+      const rows = await db.selectFrom("room_members").select("user_id").distinct().where("room_id", "in", batch).where("membership", "=", "join").execute();
+      for (const r of rows) candidatesLeft.add(r.user_id);
+    }
+    candidatesLeft.delete(userId);
+
+    const left: string[] = [];
+    if (candidatesLeft.size > 0) {
+      const stillShared = await this.sharing(userId, [...candidatesLeft], joinedRooms);
+      for (const u of candidatesLeft) if (!stillShared.has(u)) left.push(u);
+      for (const u of left) changed.delete(u);
+    }
+    return { changed: [...changed].sort(), left: left.sort() };
+  }
+
+  /** Those of `users` who are joined to at least one of `rooms`. */
+  private async sharing(userId: string, users: string[], rooms: string[]): Promise<Set<string>> {
+    const out = new Set<string>([userId]);
+    if (rooms.length === 0) return out;
+    for (const userBatch of chunks(users)) {
+      for (const roomBatch of chunks(rooms)) {
+        const rows = await this.db.selectFrom("room_members").select("user_id").distinct().where("user_id", "in", userBatch).where("room_id", "in", roomBatch).where("membership", "=", "join").execute();
+        for (const r of rows) out.add(r.user_id);
+      }
+    }
+    return out;
+  }
+}
+
+function previousMembership(json: string): string | undefined {
+  try {
+    const pdu = JSON.parse(json) as { unsigned?: { prev_content?: { membership?: unknown } } };
+    const m = pdu.unsigned?.prev_content?.membership;
+    return typeof m === "string" ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,44 @@
+import type { Storage } from "../storage/database.js";
+import type { StreamWriter } from "../storage/stream.js";
+import type { SyncExtension } from "../sync/sync.js";
+import type { DeviceRemovedHook } from "../users/devices.js";
+import { DeviceLists } from "./device-lists.js";
+import { E2eeKeys } from "./keys.js";
+import { KeyBackup } from "./key-backup.js";
+import { ToDevice } from "./to-device.js";
+
+export interface E2ee {
+  keys: E2eeKeys;
+  toDevice: ToDevice;
+  keyBackup: KeyBackup;
+  deviceLists: DeviceLists;
+  /** Fills `to_device`, `device_lists` and the key counts of every /sync response. */
+  syncExtension: SyncExtension;
+  /** Runs when a device is deleted: its keys go with it. */
+  onDeviceRemoved: DeviceRemovedHook;
+}
+
+export function createE2ee(deps: { storage: Storage; stream: StreamWriter; serverName: string }): E2ee {
+  const { storage, stream, serverName } = deps;
+  const keys = new E2eeKeys(storage.db, storage.dialect, stream, serverName);
+  const toDevice = new ToDevice(storage.db, stream, serverName);
+  const keyBackup = new KeyBackup(storage.db);
+  const deviceLists = new DeviceLists(storage.db);
+
+  const syncExtension: SyncExtension = async ({ viewer, since, upto }, out) => {
+    const [events, counts, fallbacks, lists] = await Promise.all([
+      toDevice.deliver(viewer, since, upto),
+      keys.oneTimeKeyCounts(viewer.userId, viewer.deviceId),
+      keys.unusedFallbackKeyTypes(viewer.userId, viewer.deviceId),
+      // The spec reports device list changes only in incremental syncs; an initial sync makes the
+      // client query everyone anyway.
+      since !== null ? deviceLists.changes(viewer.userId, since, upto) : Promise.resolve({ changed: [], left: [] }),
+    ]);
+    out.to_device = { events };
+    out.device_one_time_keys_count = counts;
+    out.device_unused_fallback_key_types = fallbacks;
+    out.device_lists = lists;
+  };
+
+  return { keys, toDevice, keyBackup, deviceLists, syncExtension, onDeviceRemoved: (userId, deviceId) => keys.removeDevice(userId, deviceId) };
+}

@@ -1,0 +1,93 @@
+import { MatrixError } from "@revier/protocol";
+import type { FastifyRequest } from "fastify";
+import type { AuthHook, Services } from "../services.js";
+import type { LoginGuard } from "../api/client/session.js";
+import type { Actor } from "./policy.js";
+import { requirePermission, type AdminAction } from "./roles.js";
+import { CLIENT_HEADER, tooOldClient } from "./client-version.js";
+
+/** The admin action each admin route needs, keyed by the route's spec object (set by `adminRoute`). */
+export const ROUTE_ACTIONS = new WeakMap<object, AdminAction>();
+
+const ACTORS = new WeakMap<FastifyRequest, Actor>();
+
+/** The checked actor of an admin request, as the auth hook left it. */
+export function actorOf(req: FastifyRequest): Actor | undefined {
+  return ACTORS.get(req);
+}
+
+const SYNC_URL = "/_matrix/client/v3/sync";
+
+function header(headers: Record<string, unknown>, name: string): string | undefined {
+  const v = headers[name];
+  return typeof v === "string" ? v : Array.isArray(v) && typeof v[0] === "string" ? v[0] : undefined;
+}
+
+async function refuseOldClient(s: Services, headers: Record<string, unknown>): Promise<void> {
+  const policy = await s.policy.get();
+  const old = tooOldClient(policy.min_client_versions, { revierClient: header(headers, CLIENT_HEADER), userAgent: header(headers, "user-agent") });
+  if (old) {
+    throw new MatrixError(
+      "ORG_REVIER_CLIENT_TOO_OLD",
+      `${old.client.name} ${old.client.version} is no longer supported here; please update to version ${old.minimum} or newer and sign in again.`,
+      { extra: { "org.revier.minimum_version": old.minimum, "org.revier.client": old.name } },
+    );
+  }
+}
+
+/**
+ * One hook for every authenticated request, reading the user row once: locked accounts are
+ * refused, admin routes are checked against the permission table, and /sync refuses clients
+ * below the minimum version (login checks that separately).
+ */
+export function governanceAuthHook(s: Services): AuthHook {
+  return async (session, { req, route }) => {
+    const user = await s.accounts.get(session.userId);
+    if (user?.locked) {
+      throw new MatrixError("M_USER_LOCKED", "This account has been locked by an administrator", { extra: { soft_logout: false } });
+    }
+    const action = ROUTE_ACTIONS.get(route);
+    if (action) {
+      const role = user?.role ?? "user";
+      requirePermission(role, action);
+      ACTORS.set(req, { actor: session.userId, actorRole: role });
+    }
+    if (route.url === SYNC_URL) await refuseOldClient(s, req.headers as Record<string, unknown>);
+  };
+}
+
+/**
+ * Login guards in the order they must run: cheap refusals first, and the enrollment code last
+ * because checking it spends it.
+ */
+export function governanceLoginGuards(): LoginGuard[] {
+  const blocked: LoginGuard = async ({ userId, deviceId }, s) => {
+    if (await s.governance.isBlocked(userId, deviceId)) {
+      throw new MatrixError("ORG_REVIER_DEVICE_BLOCKED", "This device has been blocked by your organisation and cannot sign in again. Use another device id or contact the helpdesk.");
+    }
+  };
+  const clientVersion: LoginGuard = async ({ headers }, s) => refuseOldClient(s, headers);
+  const deviceLimit: LoginGuard = async ({ userId, isNewDevice }, s) => {
+    if (!isNewDevice) return;
+    const { max_devices: max } = await s.policy.get();
+    const n = await s.devices.count(userId);
+    if (n >= max) {
+      throw new MatrixError(
+        "ORG_REVIER_DEVICE_LIMIT",
+        `You already have ${n} devices signed in; your organisation allows at most ${max}. Remove a device you no longer use (in your app's session or device settings, or ask the helpdesk), then sign in again.`,
+        { extra: { "org.revier.max_devices": max } },
+      );
+    }
+  };
+  const enrollment: LoginGuard = async ({ userId, isNewDevice, body }, s) => {
+    if (!isNewDevice || !(await s.policy.get()).enrollment_required) return;
+    const code = body["org.revier.enrollment_code"];
+    if (typeof code !== "string" || code === "") {
+      throw new MatrixError("ORG_REVIER_ENROLLMENT_REQUIRED", "A new device needs an enrollment code. Create one on a device you already use, or ask the helpdesk, and send it as org.revier.enrollment_code.");
+    }
+    if (!(await s.governance.consumeEnrollmentCode(userId, code))) {
+      throw new MatrixError("ORG_REVIER_ENROLLMENT_REQUIRED", "This enrollment code is wrong, expired or already used. Ask for a new one.");
+    }
+  };
+  return [blocked, clientVersion, deviceLimit, enrollment];
+}
