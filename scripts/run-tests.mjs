@@ -21,5 +21,5 @@ const only = process.argv.slice(2);
 const selected = only.length ? files.filter((f) => only.some((o) => f.includes(o))) : files;
 selected.sort();
 const concurrency = process.env.REVIER_TEST_CONCURRENCY ?? "2";
-const child = spawn(process.execPath, ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-reporter=spec", ...selected], { stdio: "inherit" });
+const child = spawn(process.execPath, ["--import", "tsx", "--test", "--test-force-exit", `--test-concurrency=${concurrency}`, "--test-reporter=spec", ...selected], { stdio: "inherit" });
 child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

@@ -108,6 +108,9 @@ describeEachDatabase("HTTP basics, auth and errors", ({ server }) => {
     const wrongMethod = await api(server().url, "DELETE", "/_matrix/client/v3/createRoom", { token });
     assert.equal(wrongMethod.status, 405);
     assert.equal(wrongMethod.body.errcode, "M_UNRECOGNIZED");
+    const overlong = await api(server().url, "GET", "/_matrix/client/v3/profile/%C0%AE%C0%AE", { token });
+    assert.equal(overlong.status, 400);
+    assert.equal(overlong.body.errcode, "M_UNRECOGNIZED");
     const badLimit = await api(server().url, "GET", "/_matrix/client/v3/sync?timeout=soon", { token });
     assert.equal(badLimit.status, 400);
     assert.equal(badLimit.body.errcode, "M_INVALID_PARAM");

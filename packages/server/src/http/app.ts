@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import FindMyWay from "find-my-way";
 import { Ajv } from "ajv";
 import { MatrixError } from "@revier/protocol";
@@ -28,6 +28,11 @@ export async function buildApp(s: Services, routes: RouteDef[] = ALL_ROUTES): Pr
     genReqId: () => randomToken(9),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 1000 },
     return503OnClosing: true,
+    // Malformed URLs (e.g. overlong UTF-8 escapes) fail before routing; answer them as Matrix errors too.
+    frameworkErrors: (_err, _req, reply) => {
+      const error = new MatrixError("M_UNRECOGNIZED", "Malformed request URL", { status: 400 });
+      (reply as unknown as FastifyReply).code(400).headers(CORS_HEADERS).type("application/json").send(error.toJSON());
+    },
   });
   const shadow = FindMyWay();
   app.addHook("onRoute", (r) => {

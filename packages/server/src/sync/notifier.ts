@@ -19,6 +19,10 @@ export class Notifier {
   private readonly unsubscribe: () => void;
   private closed = false;
 
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   constructor(
     bus: Bus,
     private readonly metrics: Metrics,

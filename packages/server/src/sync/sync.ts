@@ -73,7 +73,8 @@ export class SyncService {
       }
       const out = await this.build(viewer, since, upto, p);
       const remaining = deadline - Date.now();
-      if (since === null || remaining <= 0 || hasNews(out) || p.signal?.aborted) return out;
+      // After shutdown began, waiting returns at once: answer now instead of polling the database.
+      if (since === null || remaining <= 0 || hasNews(out) || p.signal?.aborted || this.d.notifier.isClosed) return out;
       const rooms = new Set(await this.d.rooms.joinedRooms(viewer.userId));
       await this.d.notifier.wait(viewer.userId, rooms, upto, remaining, p.signal);
       if (Date.now() >= deadline || p.signal?.aborted) return this.build(viewer, since, await this.d.stream.current(), p);

@@ -107,7 +107,16 @@ async function download(s: Services, req: FastifyRequest, reply: FastifyReply, p
 async function thumbnail(s: Services, req: FastifyRequest, reply: FastifyReply, params: { serverName: string; mediaId: string }, query: Static<typeof ThumbnailQuery>): Promise<FastifyReply> {
   const media: StoredMedia = await s.media.content(mediaIdOf(s, params), query.timeout_ms);
   const method: ThumbnailMethod = query.method ?? "scale";
-  const thumb = await s.media.thumbnail(media, query.width, query.height, method);
+  let thumb;
+  try {
+    thumb = await s.media.thumbnail(media, query.width, query.height, method);
+  } catch (err) {
+    if (err instanceof BlobMissingError) {
+      s.log.error({ sha256: err.sha256 }, "media content missing from the blob store");
+      throw new MatrixError("M_NOT_FOUND", "Media not found");
+    }
+    throw err;
+  }
   const extension = thumb.contentType.split("/")[1] ?? "bin";
   return sendContent(s, req, reply, { sha256: thumb.sha256, size: thumb.size, contentType: thumb.contentType, disposition: contentDisposition("inline", `thumbnail.${extension}`) });
 }
