@@ -57,7 +57,16 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
         // Long-polls return first so closing the listener does not wait for their timeouts.
         stopSweepers();
         services.notifier.close();
-        await app.close();
+        // In-flight requests get most of the grace period to finish. After that every connection
+        // is cut: clients open spare keep-alive sockets that never carry a request, and Node counts
+        // those as busy, so a plain close would wait for its headers timeout (about a minute).
+        const cutoff = setTimeout(() => app.server.closeAllConnections(), Math.max(0, config.shutdownGraceMs - 1000));
+        cutoff.unref();
+        try {
+          await app.close();
+        } finally {
+          clearTimeout(cutoff);
+        }
         await services.close();
       })()),
   };

@@ -11,6 +11,7 @@ import {
   timelineEvent,
   waitForDecrypted,
   waitForDeviceList,
+  dropClientConnections,
   type CryptoClient,
 } from "./support/crypto-clients.js";
 
@@ -32,6 +33,7 @@ describeEachDatabase("end-to-end encryption with matrix-js-sdk and its Rust cryp
   });
   after(() => {
     for (const c of [...all(), ...extra]) c.stop();
+    dropClientConnections(server());
   });
 
   test("an encrypted direct chat: messages both ways decrypt on both devices of each side", async () => {

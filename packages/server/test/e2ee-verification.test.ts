@@ -5,7 +5,7 @@ import { describeEachDatabase } from "./support/suite.js";
 import { api, enc } from "./support/http.js";
 import { waitFor } from "./support/sdk.js";
 import { assertConformsToSpec } from "./support/spec.js";
-import { createEncryptedRoom, passwordAuth, startCryptoClient, verifyWithSas, type CryptoClient } from "./support/crypto-clients.js";
+import { createEncryptedRoom, dropClientConnections, passwordAuth, startCryptoClient, verifyWithSas, type CryptoClient } from "./support/crypto-clients.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -25,8 +25,6 @@ function passwordPrompt(c: CryptoClient): { callback: UIAuthCallback<void>; chal
   return { callback, challenges: () => challenges };
 }
 
-const inflight = new Set<any>();
-const lastReq = new Map<any, string>();
 describeEachDatabase("cross-signing, secret storage, key backup and SAS verification with matrix-js-sdk", ({ server }) => {
   const clients: CryptoClient[] = [];
   let frida: CryptoClient;
@@ -41,34 +39,12 @@ describeEachDatabase("cross-signing, secret storage, key backup and SAS verifica
   before(async () => {
     await server().createUser("frida");
     await server().createUser("gerd");
-    const svc = server().services;
-    (globalThis as any).inflight = inflight;
-    svc.log; server().app.server.on("request", (req: any, res: any) => { lastReq.set(req.socket, `${req.method} ${req.url.slice(0, 60)} ${Date.now()}`); res.on("finish", () => lastReq.set(req.socket, lastReq.get(req.socket) + " finished")); });
-    const orig = svc.sync.sync.bind(svc.sync);
-    (svc.sync as any).sync = async (v: any, p: any) => { const t = Date.now(); inflight.add(p); try { return await orig(v, p); } finally { inflight.delete(p); const d = Date.now() - t; if (d > 5000) console.log("LONG SYNC", v.userId, v.deviceId, d, p.timeoutMs, p.since, Date.now()); } };
     frida = await start("frida");
     gerd = await start("gerd");
   });
   after(() => {
-    console.log("AFTER START", Date.now());
     for (const c of clients) c.stop();
-    console.log("AFTER END", Date.now());
-  });
-  after(async () => {
-    await new Promise((r) => setTimeout(r, 1000));
-    console.log("INFLIGHT", [...inflight].map((p) => [p.since, p.signal?.aborted]));
-    const srv = server().app.server;
-    const t0 = Date.now();
-    srv.getConnections((_e: unknown, n: number) => console.log("CONNECTIONS", n));
-    const port = (srv.address() as any).port;
-    for (const h of (process as any)._getActiveHandles()) {
-      if (h?.constructor?.name === "Socket" && h.localPort === port) console.log("SOCK", h.remotePort, lastReq.get(h), h._httpMessage ? `${h._httpMessage.req?.method} ${h._httpMessage.req?.url}` : "no message", h.readyState);
-    }
-    server().services.notifier.close();
-    await server().app.close();
-    console.log("APP CLOSED", Date.now() - t0);
-    await server().stop();
-    console.log("STOPPED", Date.now() - t0);
+    dropClientConnections(server());
   });
 
   test("cross-signing bootstrap, secret storage and key backup set-up succeed from a fresh account", async () => {
@@ -123,18 +99,13 @@ describeEachDatabase("cross-signing, secret storage, key backup and SAS verifica
     });
     // The new device then asks the verified one for the private cross-signing keys, over to-device.
     await waitFor("the second device received the cross-signing keys", async () => (await second.client.getCrypto()!.getCrossSigningStatus()).privateKeysCachedLocally.selfSigningKey);
-    console.log("T2 END", Date.now());
   });
 
   test("SAS (emoji) verification between two users", async () => {
-    console.log("T3 START", Date.now());
     const prompt = passwordPrompt(gerd);
-    console.log("T3 A", Date.now());
     await gerd.client.getCrypto()!.bootstrapCrossSigning({ authUploadDeviceSigningKeys: prompt.callback });
     // Clients track the devices of the people they share rooms with; a direct chat makes them track each other.
-    console.log("T3 B", Date.now());
     await createEncryptedRoom(frida, [gerd], { direct: true });
-    console.log("T3 C", Date.now());
     await waitFor("frida knows gerd's device", async () => (await frida.client.getCrypto()!.getUserDeviceInfo([gerd.userId])).get(gerd.userId)?.has(gerd.deviceId));
     await waitFor("frida knows gerd's cross-signing keys", () => frida.client.getCrypto()!.userHasCrossSigningKeys(gerd.userId));
     const { initiatorEmoji, responderEmoji } = await verifyWithSas(frida, gerd, () => frida.client.getCrypto()!.requestDeviceVerification(gerd.userId, gerd.deviceId));
