@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /**
- * revier-bench — `npm run bench -- --scenario send|fanout|login [--target URL[,URL…] --users FILE]
- * [--quick] [--processes N --database-url URL] [--senders N] [--members N] …`
+ * revier-bench — `npm run bench -- --scenario send|fanout|login|sync|e2ee|media|idle
+ * [--target URL[,URL…] --users FILE [--server-pid PID]] [--quick] [--processes N --database-url URL]
+ * [--cpu-prof DIR] [--senders N] [--members N] …`
  */
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,8 +14,13 @@ import type { Scenario, ScenarioResult } from "./scenario.js";
 import { send } from "./scenarios/send.js";
 import { fanout } from "./scenarios/fanout.js";
 import { loginScenario } from "./scenarios/login.js";
+import { syncScenario } from "./scenarios/sync.js";
+import { e2ee } from "./scenarios/e2ee.js";
+import { media } from "./scenarios/media.js";
+import { idle } from "./scenarios/idle.js";
+import { summariseProfiles } from "./profile.js";
 
-const scenarios: Record<string, Scenario> = { send, fanout, login: loginScenario };
+const scenarios: Record<string, Scenario> = { send, fanout, login: loginScenario, sync: syncScenario, e2ee, media, idle };
 
 const { values } = parseArgs({
   options: {
@@ -25,6 +31,8 @@ const { values } = parseArgs({
     processes: { type: "string" },
     "database-url": { type: "string" },
     "bus-url": { type: "string" },
+    "server-pid": { type: "string" },
+    "cpu-prof": { type: "string" },
     out: { type: "string" },
     set: { type: "string", multiple: true },
     help: { type: "boolean", default: false },
@@ -37,8 +45,13 @@ const usage = `usage: npm run bench -- --scenario ${Object.keys(scenarios).join(
   [--target URL[,URL…] --users FILE]   any homeserver; FILE holds user:password lines
   [--processes N --database-url URL]    Revier processes the bench starts (N > 1: PostgreSQL + NATS)
   [--bus-url nats://…] [--out DIR]
+  [--server-pid PID]                    with --target: read that server's memory from /proc
+  [--cpu-prof DIR]                      CPU profile of the server during the measurement window, written there
   scenario knobs: --senders N --seconds N (send), --members N --messages N --rate N (fanout),
-                  --logins N --concurrency N (login)`;
+                  --logins N --concurrency N (login),
+                  --rooms N --connections N --rate N --seconds N --poll-timeout S --presence-online 1 (sync),
+                  --members N --devices N --otks N (e2ee), --max-mib N (media: 1, 50, 1024 MiB up to N),
+                  --users N --rooms N --per-user N --max-room N --connections N --step N (idle)`;
 
 const name = typeof values.scenario === "string" ? values.scenario : "";
 const scenario = scenarios[name];
@@ -62,8 +75,8 @@ const str = (v: unknown) => (typeof v === "string" ? v : null);
 
 const started = new Date();
 const target: Target = str(values.target)
-  ? remoteTarget(str(values.target)!.split(","), str(values.users))
-  : await localTarget({ processes: Number(str(values.processes) ?? 1), databaseUrl: str(values["database-url"]), busUrl: str(values["bus-url"]) });
+  ? remoteTarget(str(values.target)!.split(","), str(values.users), str(values["server-pid"]) ? Number(str(values["server-pid"])) : null)
+  : await localTarget({ processes: Number(str(values.processes) ?? 1), databaseUrl: str(values["database-url"]), busUrl: str(values["bus-url"]), cpuProfDir: str(values["cpu-prof"]) });
 
 let result: ScenarioResult;
 try {
@@ -74,11 +87,17 @@ try {
     num: (k, fallback) => knobs.get(k) ?? fallback,
     progress: (m) => console.log(`  [${((Date.now() - started.getTime()) / 1000).toFixed(1)} s] ${m}`),
   });
+} catch (err) {
+  // Said before the servers stop, which can take their grace period.
+  console.error(`${name} failed:`, err);
+  throw err;
 } finally {
   await target.close();
 }
 
 const durationS = Math.round((Date.now() - started.getTime()) / 1000);
+const cpuProfDir = str(values["cpu-prof"]);
+const profiles = cpuProfDir && existsSync(cpuProfDir) ? readdirSync(cpuProfDir).map((f) => path.join(cpuProfDir, f)).filter((f) => f.endsWith(".cpuprofile") && statSync(f).mtimeMs >= started.getTime()) : [];
 const record = {
   scenario: name,
   quick: values.quick === true,
@@ -87,13 +106,16 @@ const record = {
   duration_s: durationS,
   machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? "unknown", memory_gb: Math.round(os.totalmem() / 1e9), node: process.version },
   ...result,
+  ...(profiles.length > 0 ? { cpu_profiles: profiles } : {}),
 };
 
 const figures = Object.entries(result.figures)
   .map(([k, v]) => `${k}=${v}`)
   .join(" ");
 const checks = result.checks.map((c) => `${c.what} ${c.target}: ${c.pass ? "pass" : "MISS"}`).join("; ");
-console.log(`\n${figures}\ntargets: ${checks}\n`);
+const notes = result.notes?.length ? `notes: ${result.notes.join("; ")}` : "";
+console.log(`\n${figures}\ntargets: ${checks}\n${notes ? `${notes}\n` : ""}`);
+if (profiles.length > 0) console.log(summariseProfiles(profiles, 25));
 
 mkdirSync(outDir, { recursive: true });
 const stamp = started.toISOString().replace(/[:.]/g, "-");
@@ -104,5 +126,6 @@ if (!existsSync(summary)) writeFileSync(summary, "# Benchmark results\n\nOne lin
 const params = Object.entries(result.parameters)
   .map(([k, v]) => `${k}=${v}`)
   .join(" ");
-appendFileSync(summary, `| ${started.toISOString().slice(0, 16)}Z | ${name}${values.quick ? " (quick)" : ""} | ${target.description} | ${params} | ${figures} | ${checks} |\n`);
+const cell = (t: string) => t.replace(/\|/g, "\\|");
+appendFileSync(summary, `| ${started.toISOString().slice(0, 16)}Z | ${name}${values.quick ? " (quick)" : ""} | ${target.description} | ${params} | ${figures} | ${cell(checks)}${notes ? ` — ${cell(notes)}` : ""} |\n`);
 console.log(`wrote ${path.relative(process.cwd(), file)} and a line in ${path.relative(process.cwd(), summary)}`);

@@ -3,11 +3,43 @@
  * generator do not share an event loop (as they would not in production). The parent talks to it
  * over the IPC channel: it reports its URL, creates users directly, reports its memory, and stops.
  */
+import { writeFileSync } from "node:fs";
+import { Session as InspectorSession } from "node:inspector";
+import { createRequire } from "node:module";
+import path from "node:path";
 import { loadConfig } from "@revier/server/dist/config.js";
 import { startServer } from "@revier/server/dist/server.js";
 
-export type HostRequest = { type: "createUsers"; prefix: string; count: number; password: string } | { type: "stats" } | { type: "stop" };
-export type HostReply = { type: "ready"; url: string } | { type: "users"; localparts: string[] } | { type: "stats"; rssBytes: number } | { type: "error"; message: string };
+/** A room the bench wants: created by `creator`, then joined by `members` (localparts). */
+export interface RoomSeed {
+  creator: string;
+  members: string[];
+  name: string;
+  encrypted?: boolean;
+}
+
+export interface MintedSession {
+  userId: string;
+  deviceId: string;
+  accessToken: string;
+}
+
+export type HostRequest =
+  | { type: "createUsers"; prefix: string; count: number; password: string }
+  | { type: "sessions"; localparts: string[]; deviceName: string }
+  | { type: "seedRooms"; rooms: RoomSeed[] }
+  | { type: "profile"; phase: "start" }
+  | { type: "profile"; phase: "stop"; label: string }
+  | { type: "stats" }
+  | { type: "stop" };
+export type HostReply =
+  | { type: "ready"; url: string }
+  | { type: "users"; localparts: string[] }
+  | { type: "sessions"; sessions: MintedSession[] }
+  | { type: "rooms"; roomIds: string[] }
+  | { type: "profile"; file: string | null }
+  | { type: "stats"; rssBytes: number }
+  | { type: "error"; message: string };
 
 const dataDir = process.env.REVIER_BENCH_DATA_DIR;
 if (!dataDir || !process.send) throw new Error("host.ts runs as a child of the bench CLI");
@@ -26,10 +58,55 @@ const config = loadConfig(
     "limits.register_per_minute": 1_000_000,
     "limits.send_per_second": 1_000_000,
     "limits.send_burst": 1_000_000,
+    // The media scenario uploads 1 GiB; the default ceiling is 512 MiB.
+    "media.max_upload_bytes": 2 * 1024 * 1024 * 1024,
   },
 );
 const server = await startServer(config);
-const { accounts, storage } = server.services;
+const { accounts, storage, devices, tokens, rooms, roomEvents } = server.services;
+
+// CPU profiles of a scenario's measurement window (V8's profiler through node:inspector), written
+// to REVIER_BENCH_PROFILE_DIR; the bench asks for them with --cpu-prof DIR.
+const profileDir = process.env.REVIER_BENCH_PROFILE_DIR || null;
+
+// The CPU profile cannot say which SQL statement the time in better-sqlite3 belongs to (queries
+// run in microtasks, away from their callers), so during a profile window every statement of the
+// embedded SQLite database is timed too, by its SQL text: <label>-<pid>.sql.json beside the profile.
+const sqlTimes = new Map<string, { calls: number; ms: number }>();
+// Lists of placeholders differ in length per call; one statement shape is one line.
+const sqlShapes = new Map<string, string>();
+const sqlShape = (source: string) => {
+  let shape = sqlShapes.get(source);
+  if (shape === undefined) sqlShapes.set(source, (shape = source.replace(/\s+/g, " ").replace(/\?(, \?)+/g, "?, …")));
+  return shape;
+};
+let timingSql = false;
+if (profileDir && !config.databaseUrl) {
+  const requireFromServer = createRequire(import.meta.resolve("@revier/server/dist/storage/database.js"));
+  const SqliteDatabase = requireFromServer("better-sqlite3") as new (file: string) => { prepare(sql: string): object; close(): void };
+  const probe = new SqliteDatabase(":memory:");
+  const proto = Object.getPrototypeOf(probe.prepare("select 1")) as Record<string, (...args: unknown[]) => unknown>;
+  probe.close();
+  for (const method of ["all", "get", "run", "iterate"]) {
+    const original = proto[method]!;
+    proto[method] = function (this: { source: string }, ...args: unknown[]) {
+      if (!timingSql) return original.apply(this, args);
+      const t0 = performance.now();
+      try {
+        return original.apply(this, args);
+      } finally {
+        const key = sqlShape(this.source);
+        const entry = sqlTimes.get(key) ?? { calls: 0, ms: 0 };
+        entry.calls++;
+        entry.ms += performance.now() - t0;
+        sqlTimes.set(key, entry);
+      }
+    };
+  }
+}
+let inspector: InspectorSession | null = null;
+const post = (method: string, params?: object) =>
+  new Promise<unknown>((resolve, reject) => inspector!.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result))));
 
 process.on("message", (m: HostRequest) => {
   void (async () => {
@@ -45,6 +122,67 @@ process.on("message", (m: HostRequest) => {
           await storage.db.updateTable("users").set({ password_hash: first.password_hash }).where("localpart", "in", batch).execute();
         }
         send({ type: "users", localparts });
+      } else if (m.type === "sessions") {
+        // What a password login does after the password check (device, device-list change, access
+        // token), without the argon2 verify: the `login` scenario measures that, and tens of
+        // thousands of verifies would dominate the set-up of the sync and idle scenarios.
+        const sessions: MintedSession[] = [];
+        for (const localpart of m.localparts) {
+          const userId = accounts.userIdFor(localpart);
+          const deviceId = devices.newDeviceId();
+          await devices.upsert(userId, deviceId, m.deviceName, {});
+          const issued = await tokens.issue(userId, deviceId, false);
+          sessions.push({ userId, deviceId, accessToken: issued.access_token });
+        }
+        send({ type: "sessions", sessions });
+      } else if (m.type === "seedRooms") {
+        // Rooms through the same event write path as /createRoom and /join (auth rules, hashes,
+        // signatures, push actions), minus HTTP and per-join transactions: joins go in batches.
+        const roomIds: string[] = [];
+        for (const seed of m.rooms) {
+          const creator = accounts.userIdFor(seed.creator);
+          const { roomId } = await rooms.create(creator, {
+            preset: "public_chat",
+            name: seed.name,
+            ...(seed.encrypted ? { initial_state: [{ type: "m.room.encryption", content: { algorithm: "m.megolm.v1.aes-sha2" } }] } : {}),
+          });
+          const joiners = seed.members.filter((l) => l !== seed.creator);
+          for (let i = 0; i < joiners.length; i += 250) {
+            await roomEvents.sendBatch(
+              joiners.slice(i, i + 250).map((localpart) => {
+                const userId = accounts.userIdFor(localpart);
+                return { roomId, sender: userId, type: "m.room.member", stateKey: userId, content: { membership: "join", displayname: localpart } };
+              }),
+            );
+          }
+          roomIds.push(roomId);
+        }
+        send({ type: "rooms", roomIds });
+      } else if (m.type === "profile") {
+        if (!profileDir) return send({ type: "profile", file: null });
+        if (m.phase === "start") {
+          inspector = new InspectorSession();
+          inspector.connect();
+          await post("Profiler.enable");
+          await post("Profiler.setSamplingInterval", { interval: 1000 });
+          await post("Profiler.start");
+          sqlTimes.clear();
+          timingSql = true;
+          send({ type: "profile", file: null });
+        } else {
+          if (!inspector) return send({ type: "profile", file: null });
+          const { profile } = (await post("Profiler.stop")) as { profile: unknown };
+          inspector.disconnect();
+          inspector = null;
+          const file = path.join(profileDir, `${m.label}-${process.pid}.cpuprofile`);
+          writeFileSync(file, JSON.stringify(profile));
+          timingSql = false;
+          if (sqlTimes.size > 0) {
+            const rows = [...sqlTimes.entries()].map(([sql, t]) => ({ sql, calls: t.calls, ms: Math.round(t.ms) })).sort((a, b) => b.ms - a.ms);
+            writeFileSync(file.replace(/\.cpuprofile$/, ".sql.json"), JSON.stringify(rows, null, 1));
+          }
+          send({ type: "profile", file });
+        }
       } else if (m.type === "stats") {
         send({ type: "stats", rssBytes: process.memoryUsage().rss });
       } else if (m.type === "stop") {
@@ -56,4 +194,6 @@ process.on("message", (m: HostRequest) => {
     }
   })();
 });
+// A bench that died (or was interrupted) leaves no server behind.
+process.on("disconnect", () => void server.stop().finally(() => process.exit(0)));
 send({ type: "ready", url: server.url });

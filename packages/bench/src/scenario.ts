@@ -19,6 +19,10 @@ export interface ScenarioResult {
   parameters: Record<string, number>;
   figures: Record<string, number>;
   checks: Check[];
+  /** Caveats a reader of the figures needs (capped sizes, extrapolations, machine noise). */
+  notes?: string[];
+  /** Series behind the figures (memory per step, samples); JSON only. */
+  detail?: Record<string, unknown>;
 }
 
 export type Scenario = (ctx: ScenarioContext) => Promise<ScenarioResult>;

@@ -26,3 +26,45 @@ export async function pool<T, R>(items: readonly T[], limit: number, fn: (item: 
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Median of unsorted samples; NaN when there are none. */
+export function median(samples: readonly number[]): number {
+  return percentile(samples, 50);
+}
+
+/**
+ * Least-squares slope and intercept of y over x (e.g. resident bytes over open connections);
+ * NaN slope with fewer than two distinct x values.
+ */
+export function linearFit(points: readonly { x: number; y: number }[]): { slope: number; intercept: number } {
+  const n = points.length;
+  if (n === 0) return { slope: Number.NaN, intercept: Number.NaN };
+  const mx = points.reduce((s, p) => s + p.x, 0) / n;
+  const my = points.reduce((s, p) => s + p.y, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  for (const p of points) {
+    sxy += (p.x - mx) * (p.y - my);
+    sxx += (p.x - mx) ** 2;
+  }
+  if (sxx === 0) return { slope: Number.NaN, intercept: my };
+  const slope = sxy / sxx;
+  return { slope, intercept: my - slope * mx };
+}
+
+export const MiB = 1024 * 1024;
+
+/** Bytes as MiB with one decimal. */
+export function mib(bytes: number): number {
+  return round(bytes / MiB);
+}
+
+/** Waits until `ready()` holds, polling every `everyMs`; false when `timeoutMs` passed first. */
+export async function waitUntil(ready: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 200): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await ready()) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(everyMs);
+  }
+}

@@ -1,8 +1,8 @@
 import { fork, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import type { HostReply, HostRequest } from "./host.js";
+import type { HostReply, HostRequest, MintedSession, RoomSeed } from "./host.js";
 
 export interface Credentials {
   user: string;
@@ -18,6 +18,22 @@ export interface Target {
   users(count: number, prefix: string): Promise<Credentials[]>;
   /** Resident memory of the server processes, where the bench can see it. */
   rssBytes(): Promise<number | null>;
+  /** Server process ids whose /proc the bench may read (its own processes, or --server-pid). */
+  readonly pids?: number[];
+  /**
+   * Fast path of a server the bench started: sessions minted in-process (device, device-list
+   * change, access token, as a login does) without the password hash. Other targets log in.
+   */
+  sessions?(localparts: string[], deviceName: string): Promise<MintedSession[]>;
+  /** Fast path: rooms created and joined in-process through the server's event write path. */
+  seedRooms?(rooms: RoomSeed[]): Promise<string[]>;
+  /**
+   * With --cpu-prof DIR: starts or stops V8 CPU profiling in the (first) server process, so a
+   * scenario profiles its measurement window rather than its set-up. Stop returns the file.
+   */
+  profile?(phase: "start" | "stop", label?: string): Promise<string | null>;
+  /** Stops the server processes and starts them again on the same data (new URLs in `urls`). */
+  restart?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -43,29 +59,57 @@ class Host {
 }
 
 /** Starts `processes` Revier servers on a fresh data dir (SQLite, or `databaseUrl` with NATS). */
-export async function localTarget(opts: { processes: number; databaseUrl: string | null; busUrl: string | null }): Promise<Target> {
+export async function localTarget(opts: { processes: number; databaseUrl: string | null; busUrl: string | null; cpuProfDir?: string | null }): Promise<Target> {
   if (opts.processes > 1 && !opts.databaseUrl) throw new Error("--processes > 1 needs --database-url (an empty PostgreSQL database) and NATS");
-  const dataDir = mkdtempSync(path.join(tmpdir(), "revier-bench-"));
+  const dataDir = mkdtempSync(path.join(tmpdir(), "bench-revier-"));
   const hostScript = new URL("./host.js", import.meta.url);
-  const hosts: Host[] = [];
+  let hosts: Host[] = [];
   const urls: string[] = [];
-  // One after another, so only the first runs the migrations.
-  for (let i = 0; i < opts.processes; i++) {
-    const child = fork(hostScript, [], {
-      env: {
-        ...process.env,
-        REVIER_BENCH_DATA_DIR: dataDir,
-        REVIER_BENCH_DATABASE_URL: opts.databaseUrl ?? "",
-        REVIER_BENCH_BUS_URL: opts.processes > 1 ? (opts.busUrl ?? "nats://127.0.0.1:4222") : "",
-      },
-      stdio: ["ignore", "ignore", "inherit", "ipc"],
-    });
-    const host = new Host(child);
-    const ready = await host.request(null);
-    if (ready.type !== "ready") throw new Error("server process did not start");
-    hosts.push(host);
-    urls.push(ready.url);
-  }
+  const start = async () => {
+    const started: Host[] = [];
+    const startedUrls: string[] = [];
+    // One after another, so only the first runs the migrations.
+    for (let i = 0; i < opts.processes; i++) {
+      const child = fork(hostScript, [], {
+        env: {
+          ...process.env,
+          REVIER_BENCH_DATA_DIR: dataDir,
+          REVIER_BENCH_DATABASE_URL: opts.databaseUrl ?? "",
+          REVIER_BENCH_BUS_URL: opts.processes > 1 ? (opts.busUrl ?? "nats://127.0.0.1:4222") : "",
+          REVIER_BENCH_PROFILE_DIR: opts.cpuProfDir ?? "",
+        },
+        stdio: ["ignore", "ignore", "inherit", "ipc"],
+      });
+      const host = new Host(child);
+      const ready = await host.request(null);
+      if (ready.type !== "ready") throw new Error("server process did not start");
+      started.push(host);
+      startedUrls.push(ready.url);
+    }
+    hosts = started;
+    urls.splice(0, urls.length, ...startedUrls);
+  };
+  // A server that has not exited well after its shutdown grace period is killed, so a hung stop
+  // cannot hold the bench (and its results) forever.
+  const stop = () =>
+    Promise.all(
+      hosts.map(
+        (h) =>
+          new Promise<void>((resolve) => {
+            if (h.child.exitCode !== null || h.child.signalCode !== null) return resolve();
+            const kill = setTimeout(() => {
+              console.error(`server process ${h.child.pid} did not stop within 30 s; killing it`);
+              h.child.kill("SIGKILL");
+            }, 30_000);
+            h.child.once("exit", () => {
+              clearTimeout(kill);
+              resolve();
+            });
+            h.child.send({ type: "stop" });
+          }),
+      ),
+    );
+  await start();
   let made = 0;
   return {
     urls,
@@ -83,15 +127,41 @@ export async function localTarget(opts: { processes: number; databaseUrl: string
       }
       return sum;
     },
+    get pids() {
+      return hosts.map((h) => h.child.pid!).filter((p) => p !== undefined);
+    },
+    async sessions(localparts, deviceName) {
+      const reply = await hosts[0]!.request({ type: "sessions", localparts, deviceName });
+      if (reply.type !== "sessions") throw new Error("unexpected reply");
+      return reply.sessions;
+    },
+    async seedRooms(rooms) {
+      const reply = await hosts[0]!.request({ type: "seedRooms", rooms });
+      if (reply.type !== "rooms") throw new Error("unexpected reply");
+      return reply.roomIds;
+    },
+    ...(opts.cpuProfDir
+      ? {
+          async profile(phase: "start" | "stop", label = "window") {
+            mkdirSync(opts.cpuProfDir!, { recursive: true });
+            const reply = await hosts[0]!.request(phase === "start" ? { type: "profile", phase } : { type: "profile", phase, label });
+            return reply.type === "profile" ? reply.file : null;
+          },
+        }
+      : {}),
+    async restart() {
+      await stop();
+      await start();
+    },
     async close() {
-      await Promise.all(hosts.map((h) => new Promise<void>((resolve) => (h.child.exitCode !== null ? resolve() : (h.child.once("exit", () => resolve()), h.child.send({ type: "stop" }))))));
+      await stop();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
 
 /** Any homeserver: accounts come from a file of `user:password` lines (created beforehand). */
-export function remoteTarget(urls: string[], usersFile: string | null): Target {
+export function remoteTarget(urls: string[], usersFile: string | null, serverPid: number | null = null): Target {
   const creds: Credentials[] = usersFile
     ? readFileSync(usersFile, "utf8")
         .split("\n")
@@ -113,6 +183,8 @@ export function remoteTarget(urls: string[], usersFile: string | null): Target {
       return out;
     },
     rssBytes: async () => null,
+    // A server on this machine can still be measured through /proc (--server-pid).
+    ...(serverPid !== null ? { pids: [serverPid] } : {}),
     close: async () => undefined,
   };
 }

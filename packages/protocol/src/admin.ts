@@ -137,3 +137,113 @@ export type StatsResponse = Static<typeof StatsResponse>;
 export const EnrollmentCodeResponse = Type.Object({ code: Type.String(), expires_ts: Type.Integer() });
 
 export const EmptyResponse = Type.Object({});
+
+// ---- terms of use ---------------------------------------------------------------------------
+
+/** A terms version label, in the Matrix opaque-identifier grammar (e.g. `2025-03` or `1.2`). */
+export const TermsVersionId = Type.String({ minLength: 1, maxLength: 64, pattern: "^[0-9A-Za-z._~-]+$" });
+
+/** Largest terms text accepted, in characters of Markdown. */
+export const TERMS_MAX_CHARS = 65_536;
+
+export const PublishTermsBody = Type.Object(
+  {
+    /** New label; a published version is never replaced, so the label must be unused. */
+    version: TermsVersionId,
+    /** The terms as Markdown; raw HTML in it is shown as text, never interpreted. */
+    text: Type.String({ minLength: 1, maxLength: TERMS_MAX_CHARS }),
+  },
+  { additionalProperties: false },
+);
+
+export const TermsVersionSummary = Type.Object({
+  version: Type.String(),
+  published_ts: Type.Integer(),
+  published_by: Type.String(),
+  /** Users who accepted this version (deactivated accounts included: the record stays). */
+  acceptances: Type.Integer(),
+});
+
+export const TermsVersionDetails = Type.Composite([
+  TermsVersionSummary,
+  Type.Object({
+    text: Type.String(),
+    /** Active (not deactivated) accounts that have not accepted this version yet. */
+    pending: Type.Integer(),
+  }),
+]);
+
+export const TermsOverview = Type.Object({
+  /** The policy's `terms_required`. */
+  required: Type.Boolean(),
+  /** True when users are actually held to the terms: required and a version is published. */
+  enforced: Type.Boolean(),
+  current: Type.Union([TermsVersionDetails, Type.Null()]),
+  /** Every published version, newest first (at most 100). */
+  versions: Type.Array(TermsVersionSummary),
+});
+
+/** `GET /_revier/client/v1/terms`: what Revier's own app shows before use. */
+export const ClientTermsResponse = Type.Object({
+  /** True when the user must accept `current` before using the service. */
+  required: Type.Boolean(),
+  current: Type.Union([Type.Object({ version: Type.String(), text: Type.String(), html: Type.String(), published_ts: Type.Integer() }), Type.Null()]),
+  accepted: Type.Boolean(),
+  accepted_ts: Type.Optional(Type.Integer()),
+});
+
+export const AcceptTermsBody = Type.Object({ version: TermsVersionId }, { additionalProperties: false });
+export const AcceptTermsResponse = Type.Object({ version: Type.String(), accepted_ts: Type.Integer() });
+
+// ---- device enrollment ------------------------------------------------------------------------
+
+/** The user-interactive-auth stage that carries an enrollment code (`{type, code, session}`). */
+export const ENROLLMENT_UIA_STAGE = "org.revier.enrollment";
+/** The plain login parameter that carries an enrollment code. */
+export const ENROLLMENT_CODE_PARAM = "org.revier.enrollment_code";
+
+/** A channel (public room) as the admin API lists it: metadata and counts, never content. */
+export const ChannelSummary = Type.Object({
+  room_id: Type.String(),
+  name: Type.Union([Type.String(), Type.Null()]),
+  canonical_alias: Type.Union([Type.String(), Type.Null()]),
+  /** The user who made the room a channel (created it public or published it). */
+  owner: Type.String(),
+  member_count: Type.Integer(),
+  created_ts: Type.Integer(),
+  /** Time of the newest event still stored in the room. */
+  last_activity_ts: Type.Union([Type.Integer(), Type.Null()]),
+  /** Listed in the public room directory. */
+  published: Type.Boolean(),
+  /** The join rule is `public`. */
+  join_public: Type.Boolean(),
+  /** Read-only broadcast channel: ordinary members (power level 0) may not post. */
+  broadcast: Type.Boolean(),
+});
+export type ChannelSummary = Static<typeof ChannelSummary>;
+
+export const ListChannelsQuery = Type.Object({
+  /** Room id to continue after (the `next_from` of the previous page). */
+  from: Type.Optional(Type.String({ maxLength: 255 })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+});
+export const ChannelListResponse = Type.Object({ channels: Type.Array(ChannelSummary), next_from: Type.Optional(Type.String()) });
+
+export const ChannelParams = Type.Object({ roomId: Type.String({ minLength: 1, maxLength: 255 }) });
+
+export const CloseChannelBody = Type.Object(
+  {
+    /** Shown to the members in the closing notice and as the reason of their removal; audited. */
+    reason: Type.String({ minLength: 1, maxLength: 1000 }),
+  },
+  { additionalProperties: false },
+);
+
+export const CloseChannelResponse = Type.Object({
+  room_id: Type.String(),
+  /** Members removed (joined, invited or knocking), the closing member included. */
+  removed: Type.Integer(),
+  /** Whether the closing notice could be posted (someone in the room had the power to post it). */
+  notice_sent: Type.Boolean(),
+});
+export type CloseChannelResponse = Static<typeof CloseChannelResponse>;

@@ -31,6 +31,18 @@ export interface Config {
     userQuotaBytes: number | null;
     legacyUnauthenticated: boolean;
   };
+  /** Native TLS; both null when a reverse proxy terminates TLS (the default). */
+  tls: { certFile: string | null; keyFile: string | null };
+  /** How often the retention job (policy `retention_days`) looks for expired events and media. */
+  retention: { intervalMs: number };
+  push: {
+    /** Pushers asking for the full format get event content; off by default (event ids only). */
+    includeContent: boolean;
+    /** VAPID contact (mailto: or https:) sent to Web Push services. */
+    vapidSubject: string;
+    /** Hosts pushes may go to; empty means any host with a public address. */
+    gatewayAllowlist: string[];
+  };
 }
 
 export class ConfigError extends Error {
@@ -65,6 +77,13 @@ const oneOf =
     if (typeof raw === "string" && (values as string[]).includes(raw)) return raw as T;
     throw new ConfigError(key, `expected one of ${values.join(", ")}, got ${JSON.stringify(raw)}`);
   };
+/** A list: YAML sequence, or a comma-separated string (environment). */
+const list: Parser<string[]> = (raw, key) => {
+  if (raw === null || raw === "") return [];
+  const items = Array.isArray(raw) ? raw : typeof raw === "string" ? raw.split(",") : null;
+  if (!items || items.some((i) => typeof i !== "string")) throw new ConfigError(key, "expected a list of strings (comma-separated in the environment)");
+  return (items as string[]).map((i) => i.trim()).filter((i) => i !== "");
+};
 const nullable =
   <T>(p: Parser<T>): Parser<T | null> =>
   (raw, key) =>
@@ -101,6 +120,12 @@ const SETTINGS: Setting[] = [
   { key: "media.max_upload_bytes", env: "REVIER_MEDIA_MAX_UPLOAD_BYTES", parse: int(1, 2 ** 50), default: 512 * 1024 * 1024 },
   { key: "media.user_quota_bytes", env: "REVIER_MEDIA_USER_QUOTA_BYTES", parse: nullable(int(0, 2 ** 50)), default: 10 * 1024 * 1024 * 1024 },
   { key: "media.legacy_unauthenticated", env: "REVIER_MEDIA_LEGACY_UNAUTHENTICATED", parse: bool, default: false },
+  { key: "tls.cert_file", env: "REVIER_TLS_CERT_FILE", parse: nullable(str), default: null },
+  { key: "tls.key_file", env: "REVIER_TLS_KEY_FILE", parse: nullable(str), default: null },
+  { key: "retention.interval_ms", env: "REVIER_RETENTION_INTERVAL_MS", parse: int(1000, 7 * 24 * 3600_000), default: 3600_000 },
+  { key: "push.include_content", env: "REVIER_PUSH_INCLUDE_CONTENT", parse: bool, default: false },
+  { key: "push.vapid_subject", env: "REVIER_PUSH_VAPID_SUBJECT", parse: nullable(str), default: null },
+  { key: "push.gateway_allowlist", env: "REVIER_PUSH_GATEWAY_ALLOWLIST", parse: list, default: [] },
 ];
 
 function getPath(obj: unknown, dotted: string): unknown {
@@ -167,7 +192,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
   }
   const busUrl = values["bus_url"] as string | null;
   if (busUrl !== null && !/^nats:\/\//.test(busUrl)) throw new ConfigError("bus_url", "expected a nats:// URL");
-  const publicBaseUrl = (values["public_base_url"] as string | null) ?? `http://${bind.includes(":") ? `[${bind}]` : bind}:${port}`;
+  const tlsCert = values["tls.cert_file"] as string | null;
+  const tlsKey = values["tls.key_file"] as string | null;
+  if ((tlsCert === null) !== (tlsKey === null)) throw new ConfigError(tlsCert === null ? "tls.cert_file" : "tls.key_file", "set both tls.cert_file and tls.key_file for native TLS, or neither");
+  const publicBaseUrl = (values["public_base_url"] as string | null) ?? `${tlsCert !== null ? "https" : "http"}://${bind.includes(":") ? `[${bind}]` : bind}:${port}`;
   if (!/^https?:\/\/[^\s]+$/.test(publicBaseUrl)) throw new ConfigError("public_base_url", "expected an http(s) URL");
   return {
     bind,
@@ -198,7 +226,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
       userQuotaBytes: values["media.user_quota_bytes"] as number | null,
       legacyUnauthenticated: values["media.legacy_unauthenticated"] as boolean,
     },
+    tls: { certFile: tlsCert === null ? null : path.resolve(tlsCert), keyFile: tlsKey === null ? null : path.resolve(tlsKey) },
+    retention: { intervalMs: values["retention.interval_ms"] as number },
+    push: { includeContent: values["push.include_content"] as boolean, vapidSubject: vapidSubject(values["push.vapid_subject"] as string | null, publicBaseUrl, serverName), gatewayAllowlist: values["push.gateway_allowlist"] as string[] },
   };
+}
+
+/** Web Push services want a contact: the setting, else an https public URL, else postmaster@<server_name>. */
+function vapidSubject(configured: string | null, publicBaseUrl: string, serverName: string): string {
+  if (configured !== null) {
+    if (!/^(mailto:[^\s@]+@[^\s@]+|https:\/\/[^\s]+)$/.test(configured)) throw new ConfigError("push.vapid_subject", "expected a mailto: address or an https: URL");
+    return configured;
+  }
+  if (publicBaseUrl.startsWith("https://")) return publicBaseUrl;
+  return `mailto:postmaster@${serverName.replace(/:\d+$/, "")}`;
 }
 
 /** The documented settings, for the README and `revier config`. */

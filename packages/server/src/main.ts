@@ -10,6 +10,8 @@ import path from "node:path";
 import { userInfo } from "node:os";
 import type { Actor } from "./governance/policy.js";
 import { isRole } from "./governance/roles.js";
+import { createBackup, restoreBackup } from "./ops/backup.js";
+import { portDb } from "./ops/port-db.js";
 
 const USAGE = `Usage: revier <command>
 
@@ -27,6 +29,9 @@ const USAGE = `Usage: revier <command>
   audit verify                            recompute the audit log's hash chain
   audit export                            print the audit log as JSON Lines
   config                                  list settings and their environment variables
+  backup <dir>                            consistent online copy of database, signing key and media
+  restore <dir> [--force]                 restore a backup into an empty data dir and database
+  port-db --to <postgres://…>             move a SQLite installation to an empty PostgreSQL database
 
 Settings come from REVIER_CONFIG (a YAML file) and REVIER_* environment variables.`;
 
@@ -93,6 +98,10 @@ export async function main(argv: string[]): Promise<void> {
       return userCommand(config, rest);
     case "policy":
       return policyCommand(config, rest);
+    case "backup":
+    case "restore":
+    case "port-db":
+      return opsCommand(config, command, rest);
     case "audit":
       return auditCommand(config, rest);
     default:
@@ -131,10 +140,8 @@ async function userCommand(config: Config, args: string[]): Promise<void> {
         const userId = target ? s.accounts.resolveUserId(target) : null;
         if (!userId || !(await s.accounts.get(userId))) fail(`no such user: ${target ?? ""}`);
         const password = await readPassword(flags.includes("--password-stdin"), `New password for ${userId}: `);
-        await s.accounts.setPassword(userId, password);
-        await s.tokens.revokeAll(userId);
-        await s.audit.record({ ...cliActor(), action: "user.password_reset", target: userId, details: { logout_devices: true } });
-        console.log(`password reset for ${userId}; all sessions logged out`);
+        await s.governance.resetPassword(cliActor(), userId, password, true);
+        console.log(`password reset for ${userId}; all devices signed out and removed`);
         return;
       }
       case "import": {
@@ -264,4 +271,29 @@ async function serve(config: Config): Promise<void> {
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+async function opsCommand(config: Config, command: string, args: string[]): Promise<void> {
+  const say = (line: string) => console.error(line);
+  const positional = args.filter((a) => !a.startsWith("--"));
+  try {
+    if (command === "backup") {
+      if (positional.length !== 1) fail("usage: revier backup <dir>");
+      const m = await createBackup(config, positional[0]!, cliActor(), say);
+      console.log(`backup written to ${positional[0]}: ${m.tables.length} tables, ${m.tables.reduce((n, t) => n + t.rows, 0)} rows, ${m.media.files} media files, stream position ${m.stream_position}`);
+      if (m.media.missing.length > 0 || m.media.corrupt.length > 0) console.log(`warning: ${m.media.missing.length} media blobs referenced but missing, ${m.media.corrupt.length} corrupt (listed in manifest.json)`);
+    } else if (command === "restore") {
+      if (positional.length !== 1) fail("usage: revier restore <dir> [--force]");
+      const r = await restoreBackup(config, positional[0]!, { force: args.includes("--force"), actor: cliActor() }, say);
+      console.log(`restored ${r.tables} tables, ${r.rows} rows, ${r.mediaFiles} media files; ${r.fixups.oneTimeKeysDropped} one-time keys dropped, ${r.fixups.fallbackKeysMarked} fallback keys marked used; stream position ${r.fixups.streamBefore} -> ${r.fixups.streamAfter}`);
+    } else {
+      const i = args.indexOf("--to");
+      const to = i >= 0 ? args[i + 1] : args.find((a) => a.startsWith("--to="))?.slice(5);
+      if (!to) fail("usage: revier port-db --to postgres://…");
+      const r = await portDb(config, to, cliActor(), (line) => console.log(line));
+      console.log(`ported ${r.tables.length} tables, ${r.tables.reduce((n, t) => n + t.rows, 0)} rows to PostgreSQL; now set REVIER_DATABASE_URL and keep the data directory (signing key, media)`);
+    }
+  } catch (err) {
+    fail((err as Error).message);
+  }
 }

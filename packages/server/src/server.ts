@@ -5,9 +5,10 @@ import type { FastifyInstance } from "fastify";
 import type { Config } from "./config.js";
 import { migrate, openPostgres, openSqlite, type Storage } from "./storage/database.js";
 import { LocalBus } from "./bus/local.js";
-import { NatsBus } from "./bus/nats.js";
+import { NatsBus, loggableUrl } from "./bus/nats.js";
 import type { Bus } from "./bus/bus.js";
 import { loadOrCreateSigningKey } from "./rooms/signing-key.js";
+import { loadOrCreateVapidKeys } from "./push/web-push.js";
 import { createServices, type Services } from "./services.js";
 import { buildApp } from "./http/app.js";
 import { startSweepers } from "./sweepers.js";
@@ -16,12 +17,14 @@ export function openStorage(config: Config): Storage {
   return config.databaseUrl ? openPostgres(config.databaseUrl) : openSqlite(path.join(config.dataDir, "revier.db"));
 }
 
-export function createLogger(config: Config): Logger {
-  return pino({
+/** The server's logger; `destination` defaults to stdout (tests capture the output to scan it for secrets). */
+export function createLogger(config: Config, destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
     level: config.logLevel,
     // Defence in depth: nothing we log should carry these, but if it ever does, pino blanks it.
     redact: { paths: ["*.password", "*.access_token", "*.refresh_token", "*.authorization", "headers.authorization", "*.token"], censor: "[redacted]" },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 export interface RunningServer {
@@ -39,14 +42,16 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
   await migrate(storage);
   const signingKey = loadOrCreateSigningKey(path.join(config.dataDir, "signing.key"));
   const bus = opts.bus ?? (config.busUrl ? await openNatsBus(config.busUrl, log) : new LocalBus());
-  const services = createServices({ config, log, storage, bus, signingKey });
+  // Web Push subscriptions are bound to this key pair; it is created on first start (mode 0600).
+  const vapidKeys = loadOrCreateVapidKeys(path.join(config.dataDir, "vapid.json"));
+  const services = createServices({ config, log, storage, bus, signingKey, vapidKeys });
   const app = await buildApp(services);
   const stopSweepers = startSweepers(services);
   await app.listen({ host: config.bind, port: config.port });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   const host = config.bind.includes(":") ? `[${config.bind}]` : config.bind;
-  const url = `http://${host}:${port}`;
+  const url = `${config.tls.certFile !== null ? "https" : "http"}://${host}:${port}`;
   let stopping: Promise<void> | null = null;
   return {
     services,
@@ -67,6 +72,8 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
         } finally {
           clearTimeout(cutoff);
         }
+        // Uploads cut off above remove their temporary files before the process goes (bounded).
+        await Promise.race([services.media.blobs.settle?.(), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
         await services.close();
       })()),
   };
@@ -79,6 +86,6 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
  */
 async function openNatsBus(url: string, log: Logger): Promise<Bus> {
   const bus = new NatsBus(url, log.child({ module: "bus" }));
-  if (!(await bus.waitConnected(3000))) log.warn({ url }, "starting without NATS; wake-ups from other processes resume once it is reachable");
+  if (!(await bus.waitConnected(3000))) log.warn({ url: loggableUrl(url) }, "starting without NATS; wake-ups from other processes resume once it is reachable");
   return bus;
 }

@@ -8,6 +8,7 @@ import type { SigningKey } from "./rooms/signing-key.js";
 import { Accounts } from "./users/accounts.js";
 import { Tokens, type Session } from "./users/tokens.js";
 import { Devices } from "./users/devices.js";
+import { lastSeenHook } from "./users/last-seen.js";
 import { Uia } from "./users/uia.js";
 import { RoomEvents } from "./rooms/room-events.js";
 import { Rooms } from "./rooms/rooms.js";
@@ -28,9 +29,20 @@ import { AuditLog } from "./governance/audit.js";
 import { PolicyStore } from "./governance/policy.js";
 import { Governance } from "./governance/governance.js";
 import { governanceAuthHook, governanceLoginGuards } from "./governance/hooks.js";
+import { enrollmentLoginFlow, enrollmentUiaStage } from "./governance/hooks.js";
+import { Terms, termsAuthHook } from "./governance/terms.js";
+import type { LoginFlowExtension } from "./api/client/session.js";
+import { ENROLLMENT_UIA_STAGE } from "@revier/protocol";
 import { DiskBlobStore } from "./media/blob-store.js";
 import { MediaService } from "./media/media.js";
 import { Thumbnailer } from "./media/thumbnails.js";
+import type { PublishRoomGuard, RoomPublishedHook } from "./api/client/rooms.js";
+import { Channels, channelCreateRoomGuard, channelPublishGuard, channelPublishedHook } from "./governance/channels.js";
+import { Retention } from "./governance/retention.js";
+import { PushDelivery } from "./push/delivery.js";
+import { WebPushSender, type VapidKeys } from "./push/web-push.js";
+import { PushDestinations } from "./push/destinations.js";
+import { DutyService } from "./governance/duty.js";
 
 /** Runs after a token is accepted, before the handler: governance (locks, consent, client version) hooks in here. */
 export type AuthHook = (session: Session, ctx: { req: FastifyRequest; route: RouteSpec<TSchema | undefined, TSchema | undefined, TSchema | undefined> }) => Promise<void>;
@@ -56,18 +68,32 @@ export interface Services {
   sync: SyncService;
   e2ee: E2ee;
   media: MediaService;
+  /** Push delivery worker (HTTP pushers and Web Push); started with the sweepers. */
+  pushDelivery: PushDelivery;
+  /** Web Push with the server's VAPID keys; null where none were loaded (CLI commands). */
+  webPush: WebPushSender | null;
+  pushDestinations: PushDestinations;
+  duty: DutyService;
   rateLimits: { login: RateLimiter; register: RateLimiter; send: RateLimiter };
   authHooks: AuthHook[];
   loginGuards: LoginGuard[];
   createRoomGuards: CreateRoomGuard[];
+  /** Run before a room is made public (directory or join rule); may refuse (channel policy). */
+  publishRoomGuards: PublishRoomGuard[];
+  /** Run after a room was listed in the directory (records the channel owner). */
+  roomPublishedHooks: RoomPublishedHook[];
+  loginFlowExtensions: LoginFlowExtension[];
   audit: AuditLog;
   policy: PolicyStore;
   governance: Governance;
+  channels: Channels;
+  retention: Retention;
+  terms: Terms;
   close(): Promise<void>;
 }
 
 /** Builds every service in one place, wiring dependencies downward; nothing is global. */
-export function createServices(deps: { config: Config; log: Logger; storage: Storage; bus: Bus; signingKey: SigningKey }): Services {
+export function createServices(deps: { config: Config; log: Logger; storage: Storage; bus: Bus; signingKey: SigningKey; vapidKeys?: VapidKeys }): Services {
   const { config, log, storage, bus, signingKey } = deps;
   const db = storage.db;
   const metrics = new Metrics();
@@ -75,7 +101,8 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   const accounts = new Accounts(db, config.serverName);
   const tokens = new Tokens(db, config.tokens.accessTokenLifetimeMs);
   const devices = new Devices(db, tokens, stream);
-  const uia = new Uia(db, accounts);
+  // Password attempts in user-interactive auth share the login limit (keyed per user).
+  const uia = new Uia(db, accounts, () => services.rateLimits.login);
   const roomEvents = new RoomEvents(db, stream, config.serverName, signingKey);
   roomEvents.onPersist(async () => metrics.eventsPersisted.inc());
   const rooms = new Rooms(db, roomEvents, accounts, config.serverName);
@@ -88,13 +115,27 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   const e2ee = createE2ee({ storage, stream, serverName: config.serverName });
   sync.extend(e2ee.syncExtension);
   devices.onRemoved(e2ee.onDeviceRemoved);
-  const blobs = new DiskBlobStore(path.join(config.dataDir, "media"));
+  devices.onRemoved((userId, deviceId) => push.removeDevicePushers(userId, deviceId));
+  const blobs = new DiskBlobStore(path.join(config.dataDir, "media"), {
+    onStorageError: (err) => log.error({ code: err.osCode, syscall: err.syscall, reason: err.reason }, "media storage refused a write; uploads fail until it is fixed"),
+  });
   blobs.sweepTemp().catch((err: Error) => log.warn({ err: err.message }, "could not sweep unfinished uploads"));
   // 50 megapixels covers every camera's default output; larger images get no thumbnail.
   const media = new MediaService(db, storage.dialect, blobs, new Thumbnailer(50_000_000), config.media);
   const audit = new AuditLog(db, stream);
   const policy = new PolicyStore(db, audit);
   const governance = new Governance(db, accounts, devices, tokens, audit);
+  const channels = new Channels(db, rooms, roomEvents, accounts, policy, audit);
+  // Inside every event write: tracks public join rules and refuses entering closed channels atomically.
+  roomEvents.onPersist(channels.persistHook);
+  rooms.onMembershipChange(channels.membershipGuard);
+  const retention = new Retention(db, stream, rooms, media, policy, audit, config.serverName);
+  const webPush = deps.vapidKeys ? new WebPushSender(deps.vapidKeys, config.push.vapidSubject) : null;
+  const pushDestinations = new PushDestinations(config.push.gatewayAllowlist);
+  const pushDelivery = new PushDelivery({ storage, stream, bus, log: log.child({ module: "push" }), webPush, includeContent: config.push.includeContent, destinations: pushDestinations });
+  push.onNotifications((ctx) => pushDelivery.noteNotifications(ctx.event.streamOrdering));
+  const duty = new DutyService(db, ephemeral, policy);
+  const terms = new Terms(db, accounts, audit, policy, config.publicBaseUrl);
   const perMinute = (n: number) => new RateLimiter(n / 60, Math.max(1, Math.ceil(n / 6)));
   const services: Services = {
     config,
@@ -117,6 +158,10 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
     sync,
     e2ee,
     media,
+    pushDelivery,
+    webPush,
+    pushDestinations,
+    duty,
     rateLimits: {
       login: perMinute(config.limits.loginPerMinute),
       register: perMinute(config.limits.registerPerMinute),
@@ -125,10 +170,17 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
     authHooks: [],
     loginGuards: [],
     createRoomGuards: [],
+    publishRoomGuards: [],
+    roomPublishedHooks: [],
+    loginFlowExtensions: [],
     audit,
     policy,
     governance,
+    channels,
+    retention,
+    terms,
     async close() {
+      await pushDelivery.stop();
       notifier.close();
       await bus.close();
       await storage.close();
@@ -136,6 +188,17 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   };
   // Governance hooks in at the edges; core modules never import it.
   services.authHooks.push(governanceAuthHook(services));
+  services.authHooks.push(lastSeenHook(devices));
   services.loginGuards.push(...governanceLoginGuards());
+  services.createRoomGuards.push(channelCreateRoomGuard, retention.createRoomGuard);
+  services.publishRoomGuards.push(channelPublishGuard);
+  services.roomPublishedHooks.push(channelPublishedHook);
+  // Duty hours: off duty pins presence and silences pushes (except opted-in emergency rooms).
+  ephemeral.setPresenceOverride((userId) => duty.presenceOverride(userId));
+  pushDelivery.addFilter((userIds) => duty.silencer(userIds));
+  // After the governance hook, so a locked account hears M_USER_LOCKED rather than a consent request.
+  services.authHooks.push(termsAuthHook(services));
+  services.loginFlowExtensions.push(enrollmentLoginFlow);
+  uia.registerStage(ENROLLMENT_UIA_STAGE, enrollmentUiaStage(services));
   return services;
 }

@@ -28,6 +28,13 @@ export function startSweepers(s: Services): () => void {
   const stops = [
     s.ephemeral.startTypingSweeper(5_000, onError("typing")),
     every(60_000, () => s.ephemeral.expirePresence(Date.now(), PRESENCE_IDLE_MS), onError("presence")),
+    // Duty schedules turn over on the minute; presence follows within 30 seconds.
+    every(30_000, () => s.duty.sweep(), onError("duty")),
+    s.pushDelivery.start(),
+    // Retention: rooms' m.room.retention follows policy changes (from any process or the CLI)
+    // within half a minute; expired events and media go every retention.interval_ms.
+    every(Math.min(30_000, s.config.retention.intervalMs), () => s.retention.checkPolicy(), onError("retention policy")),
+    every(s.config.retention.intervalMs, () => s.retention.purge(), onError("retention")),
   ];
   return () => {
     for (const stop of stops) stop();

@@ -25,6 +25,18 @@ describeEachDatabase("devices, user-interactive auth, password and deactivation"
     assert.equal(missing.status, 404);
   });
 
+  test("a device's last-seen time follows its use, not only its login", async () => {
+    await server().createUser("dilan");
+    const a = await server().login("dilan");
+    const db = server().services.storage.db;
+    await db.updateTable("devices").set({ last_seen_ts: 1000, last_seen_ip: "192.0.2.1" }).where("device_id", "=", a.device_id).execute();
+    const who = await api(server().url, "GET", "/_matrix/client/v3/account/whoami", { token: a.access_token });
+    assert.equal(who.status, 200);
+    const one = await api<{ last_seen_ts: number; last_seen_ip: string }>(server().url, "GET", `/_matrix/client/v3/devices/${a.device_id}`, { token: a.access_token });
+    assert.ok(one.body.last_seen_ts > Date.now() - 60_000, `last_seen_ts ${one.body.last_seen_ts} was not updated`);
+    assert.notEqual(one.body.last_seen_ip, "192.0.2.1");
+  });
+
   test("deleting a device needs user-interactive auth; the session cannot be replayed for another request", async () => {
     await server().createUser("emil");
     const main = await server().login("emil");
@@ -86,6 +98,29 @@ describeEachDatabase("devices, user-interactive auth, password and deactivation"
     assert.equal(login.status, 403);
     const membership = await server().services.rooms.membership(room.body.room_id as string, "@gina:localhost");
     assert.equal(membership?.membership, "leave");
+  });
+
+  test("deactivation deletes the account's own data; with erase also the profile and uploads", async () => {
+    await server().createUser("hanna");
+    const a = await server().login("hanna");
+    const t = { token: a.access_token };
+    const url = server().url;
+    assert.equal((await api(url, "POST", "/_matrix/client/v3/pushers/set", { ...t, body: { kind: "http", app_id: "de.polizei.app", pushkey: "pk1", app_display_name: "A", device_display_name: "D", lang: "de", data: { url: "https://203.0.113.9/_matrix/push/v1/notify" } } })).status, 200);
+    assert.equal((await api(url, "PUT", "/_matrix/client/v3/user/%40hanna%3Alocalhost/account_data/m.secret_storage.default_key", { ...t, body: { key: "k" } })).status, 200);
+    assert.equal((await api(url, "POST", "/_matrix/client/v3/room_keys/version", { ...t, body: { algorithm: "m.megolm_backup.v1.curve25519-aes-sha2", auth_data: { public_key: "abc" } } })).status, 200);
+    const upload = await fetch(`${url}/_matrix/media/v3/upload`, { method: "POST", headers: { authorization: `Bearer ${a.access_token}`, "content-type": "application/octet-stream" }, body: new Uint8Array([1, 2, 3, 4]) });
+    assert.equal(upload.status, 200);
+    const auth = { type: "m.login.password", identifier: { type: "m.id.user", user: "hanna" }, password: TEST_PASSWORD };
+    assert.equal((await api(url, "POST", "/_matrix/client/v3/account/deactivate", { ...t, body: { auth, erase: true } })).status, 200);
+    const db = server().services.storage.db;
+    const userId = "@hanna:localhost";
+    for (const table of ["pushers", "account_data", "e2e_room_keys_versions", "media"] as const) {
+      const rows = await db.selectFrom(table).selectAll().where("user_id", "=", userId).execute();
+      assert.equal(rows.length, 0, `${table} still holds ${rows.length} rows`);
+    }
+    const user = await server().services.accounts.get(userId);
+    assert.equal(user?.displayname, null);
+    assert.equal(user?.deactivated, 1);
   });
 
   test("registration is off by default", async () => {

@@ -619,7 +619,9 @@ describeEachDatabase("client-server responses conform to the spec", ({ server })
     const unknownPut = await call("PUT", `${V3}/directory/list/room/${enc("!unbekannt:localhost")}`, ada.access_token, { visibility: "public" });
     assertConformsToSpec("PUT", "/_matrix/client/v3/directory/list/room/{roomId}", 404, expectStatus(unknownPut, 404));
 
-    const listed = await call("GET", `${V3}/publicRooms?limit=50`);
+    const anonymous = await call("GET", `${V3}/publicRooms?limit=50`);
+    assert.equal(anonymous.status, 401, "the channel directory is not for anonymous callers");
+    const listed = await call("GET", `${V3}/publicRooms?limit=50`, cleo.access_token);
     assertConformsToSpec("GET", "/_matrix/client/v3/publicRooms", 200, expectStatus(listed, 200));
     const entry = listed.body.chunk.find((r: Json) => r.room_id === roomId);
     assert.deepEqual(entry, { room_id: roomId, num_joined_members: 2, world_readable: false, guest_can_join: false, name: "Hafenwache", topic: "Hafen und Kanal", join_rule: "public" });
@@ -734,4 +736,4 @@ describeEachDatabase("client-server responses conform to the spec", ({ server })
     const off = await fetchMedia(`/_matrix/media/v3/download/localhost/${mediaId}`);
     assert.equal(off.status, 404);
   });
-});
+}, { "push.gateway_allowlist": ["push.example.org"] });

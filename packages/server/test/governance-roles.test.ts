@@ -52,6 +52,26 @@ const ROWS: Row[] = [
   { name: "GET /audit/verify", allowed: ["admin", "dpo"], request: async () => ({ method: "GET", path: "/audit/verify" }) },
   { name: "GET /audit/export", allowed: ["admin", "dpo"], request: async () => ({ method: "GET", path: "/audit/export" }) },
   { name: "GET /stats", allowed: ["admin", "dpo"], request: async () => ({ method: "GET", path: "/stats" }) },
+  { name: "GET /channels", allowed: ["admin"], request: async () => ({ method: "GET", path: "/channels" }) },
+  {
+    name: "POST /channels/{roomId}/close",
+    allowed: ["admin"],
+    request: async ({ server }) => {
+      const { roomId } = await server.services.rooms.create(await freshUser(server), { preset: "public_chat" });
+      return { method: "POST", path: `/channels/${enc(roomId)}/close`, body: { reason: "Test" } };
+    },
+  },
+  { name: "GET /terms", allowed: ["admin", "dpo"], request: async () => ({ method: "GET", path: "/terms" }) },
+  { name: "POST /terms", allowed: ["admin"], request: async ({ n }) => ({ method: "POST", path: "/terms", body: { version: `matrix-${n}`, text: "Text" } }) },
+  {
+    name: "POST /users/{userId}/devices/{deviceId}/unblock",
+    allowed: ["admin", "helpdesk"],
+    request: async ({ server }) => {
+      const u = await freshUser(server);
+      await server.services.governance.wipeDevice({ actor: "test", actorRole: "admin" }, u, "PHONE", true);
+      return { method: "POST", path: `/users/${enc(u)}/devices/PHONE/unblock` };
+    },
+  },
 ];
 
 describeEachDatabase("governance: role matrix", ({ server }) => {
@@ -94,6 +114,38 @@ describeEachDatabase("governance: role matrix", ({ server }) => {
       }
     });
   }
+
+  test("helpdesk acts on ordinary users only: it cannot take over an administrator or another helpdesk account", async () => {
+    const helpdesk = tokens.get("helpdesk")!;
+    for (const target of ["as_admin", "as_dpo"]) {
+      const userId = `@${target}:${server().config.serverName}`;
+      const device = (await server().login(target)).device_id;
+      const attempts = [
+        { method: "POST" as const, path: `/users/${enc(userId)}/password`, body: { password: "taken over 123" } },
+        { method: "POST" as const, path: `/users/${enc(userId)}/lock`, body: {} },
+        { method: "POST" as const, path: `/users/${enc(userId)}/enrollment_codes`, body: {} },
+        { method: "DELETE" as const, path: `/users/${enc(userId)}/devices/${enc(device)}` },
+      ];
+      for (const a of attempts) {
+        const res = await api(server().url, a.method, `${ADMIN}${a.path}`, { token: helpdesk, ...(a.body ? { body: a.body } : {}) });
+        assert.equal(res.status, 403, `${a.method} ${a.path}: ${JSON.stringify(res.body)}`);
+        assert.equal((res.body as { errcode?: string }).errcode, "M_FORBIDDEN");
+      }
+      // Nothing changed: the original password still works and the device is still there.
+      await server().login(target);
+      assert.ok(await server().services.devices.get(userId, device));
+    }
+  });
+
+  test("a password reset that signs the user out removes the devices and their keys", async () => {
+    const userId = await freshUser(server());
+    const localpart = userId.slice(1, userId.indexOf(":"));
+    const { device_id } = await server().login(localpart);
+    const res = await api(server().url, "POST", `${ADMIN}/users/${enc(userId)}/password`, { token: tokens.get("helpdesk")!, body: { password: "a new password 123" } });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(await server().services.devices.get(userId, device_id), undefined);
+    assert.deepEqual(await server().services.devices.list(userId), []);
+  });
 
   test("a refused caller learns nothing about request shapes: the role is checked before the body", async () => {
     const res = await api(server().url, "PUT", `${ADMIN}/policy`, { token: tokens.get("dpo")!, body: { max_devices: "lots" } });

@@ -72,6 +72,26 @@ describeEachDatabase("HTTP basics, auth and errors", ({ server }) => {
     assert.equal(bogus.body.errcode, "M_UNKNOWN_TOKEN");
   });
 
+  test("an old refresh token works again only until the new access token is used", async () => {
+    await server().createUser("cem");
+    const first = await server().login("cem", undefined, { refresh_token: true });
+    // The response to the first refresh is "lost": the client retries with the same refresh token.
+    const lost = await api(server().url, "POST", "/_matrix/client/v3/refresh", { body: { refresh_token: first.refresh_token } });
+    assert.equal(lost.status, 200);
+    const retry = await api<{ access_token: string; refresh_token: string }>(server().url, "POST", "/_matrix/client/v3/refresh", { body: { refresh_token: first.refresh_token } });
+    assert.equal(retry.status, 200, "a retry before the new token is used must still work");
+    const lostWho = await api(server().url, "GET", "/_matrix/client/v3/account/whoami", { token: lost.body.access_token as string });
+    assert.equal(lostWho.status, 401, "the pair from the lost response is superseded by the retry");
+    const who = await api(server().url, "GET", "/_matrix/client/v3/account/whoami", { token: retry.body.access_token });
+    assert.equal(who.status, 200);
+    // Now the new pair is in use: the original refresh token must be dead for good.
+    const replay = await api(server().url, "POST", "/_matrix/client/v3/refresh", { body: { refresh_token: first.refresh_token } });
+    assert.equal(replay.status, 401);
+    assert.equal(replay.body.errcode, "M_UNKNOWN_TOKEN");
+    const next = await api(server().url, "POST", "/_matrix/client/v3/refresh", { body: { refresh_token: retry.body.refresh_token } });
+    assert.equal(next.status, 200, "the current refresh token keeps working");
+  });
+
   test("missing, malformed and query-string tokens are refused", async () => {
     const none = await api(server().url, "GET", "/_matrix/client/v3/account/whoami");
     assert.equal(none.status, 401);

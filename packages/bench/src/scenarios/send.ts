@@ -1,5 +1,6 @@
-import { createRoom, login, sendMessage } from "../matrix.js";
+import { createRoom, sendMessage } from "../matrix.js";
 import { percentile, pool, round, sleep } from "../stats.js";
+import { openSessions } from "../population.js";
 import type { Scenario } from "../scenario.js";
 
 /**
@@ -10,10 +11,9 @@ export const send: Scenario = async (ctx) => {
   const senders = ctx.num("senders", 50);
   const seconds = ctx.num("seconds", ctx.quick ? 15 : 60);
   const warmup = ctx.num("warmup", ctx.quick ? 3 : 5);
-  const { urls } = ctx.target;
   const creds = await ctx.target.users(senders, "send");
-  ctx.progress(`logging in ${senders} senders`);
-  const sessions = await pool(creds, 8, (c, i) => login(urls[i % urls.length]!, c.user, c.password));
+  ctx.progress(`sessions for ${senders} senders`);
+  const sessions = await openSessions(ctx, creds, "revier-bench", "senders");
   const rooms = await pool(sessions, 8, (s) => createRoom(s, { preset: "private_chat", name: "bench send" }));
 
   ctx.progress(`sending for ${warmup}+${seconds} s`);
@@ -22,6 +22,8 @@ export const send: Scenario = async (ctx) => {
   const measureTo = measureFrom + seconds * 1000;
   const latencies: number[] = [];
   let errors = 0;
+  // The server's CPU profile (with --cpu-prof) covers the measurement window only.
+  const profiling = sleep(warmup * 1000).then(() => ctx.target.profile?.("start"));
   await Promise.all(
     sessions.map(async (s, i) => {
       let n = 0;
@@ -39,6 +41,8 @@ export const send: Scenario = async (ctx) => {
       }
     }),
   );
+  await profiling;
+  await ctx.target.profile?.("stop", "send");
   const rate = latencies.length / seconds;
   const p50 = percentile(latencies, 50);
   const p99 = percentile(latencies, 99);

@@ -16,6 +16,9 @@ import { toDeviceRoutes } from "./client/to-device.js";
 import { keyBackupRoutes } from "./client/key-backup.js";
 import { opsRoutes } from "./ops.js";
 import { adminRoutes } from "./admin/index.js";
+import { dutyRoutes } from "./client/duty.js";
+import { termsRoutes } from "./client/terms.js";
+import { clientChannelRoutes } from "./client/channels.js";
 
 export const ALL_ROUTES: RouteDef[] = [
   ...metaRoutes,
@@ -35,4 +38,7 @@ export const ALL_ROUTES: RouteDef[] = [
   ...keyBackupRoutes,
   ...opsRoutes,
   ...adminRoutes,
+  ...dutyRoutes,
+  ...termsRoutes,
+  ...clientChannelRoutes,
 ];

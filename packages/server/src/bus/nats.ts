@@ -10,6 +10,20 @@ export interface NatsBusOptions {
 }
 
 const encoder = new TextEncoder();
+
+/** A bus URL fit for logs: `nats://user:password@host` loses its credentials (they are secrets). */
+export function loggableUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = "";
+      u.password = "";
+    }
+    return u.toString().replace(/\/$/, "");
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, "//");
+  }
+}
 const decoder = new TextDecoder();
 
 /**
@@ -126,7 +140,7 @@ export class NatsBus implements Bus {
       });
     } catch (err) {
       if (this.closed) return;
-      this.log.warn({ err: String(err), url: this.url }, "NATS unreachable; serving local clients only and retrying");
+      this.log.warn({ err: String(err), url: loggableUrl(this.url) }, "NATS unreachable; serving local clients only and retrying");
       this.retryTimer = setTimeout(() => void this.open(), this.retryMs);
       return;
     }
@@ -134,10 +148,17 @@ export class NatsBus implements Bus {
       await nc.close().catch(() => undefined);
       return;
     }
+    nc.subscribe(this.subject, { callback: (err, msg) => (err ? this.log.warn({ err }, "NATS subscription error") : this.deliver(msg.data)) });
+    // Until the server has the subscription, other processes' wake-ups would be lost; a round
+    // trip makes "connected" mean "subscribed".
+    await nc.flush().catch(() => undefined);
+    if (this.closed) {
+      await nc.close().catch(() => undefined);
+      return;
+    }
     this.nc = nc;
     this.connected = true;
-    this.log.info({ url: this.url, server: nc.getServer() }, "NATS bus connected");
-    nc.subscribe(this.subject, { callback: (err, msg) => (err ? this.log.warn({ err }, "NATS subscription error") : this.deliver(msg.data)) });
+    this.log.info({ url: loggableUrl(this.url), server: nc.getServer() }, "NATS bus connected");
     void this.watch(nc);
     void nc.closed().then((err) => {
       this.connected = false;

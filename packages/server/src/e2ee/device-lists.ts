@@ -49,6 +49,9 @@ interface MemberEventRow {
  * Signatures on another user's master key are visible only to the signer, whose devices are told
  * about the target user.
  */
+/** Windows (in stream positions) up to this size start from the changes in them; see `changes`. */
+const SHORT_WINDOW = 5000;
+
 export class DeviceLists {
   constructor(private readonly db: Db) {}
 
@@ -61,26 +64,33 @@ export class DeviceLists {
     // Users who share a room now and whose devices or keys changed in the window.
     const own = await db.selectFrom("device_list_changes").select("user_id").where("user_id", "=", userId).where("stream_pos", ">", since).where("stream_pos", "<=", upto).executeTakeFirst();
     if (own) changed.add(userId);
-    for (const rooms of chunks(joinedRooms)) {
-      const rows = await db
-        .selectFrom("device_list_changes as c")
-        .innerJoin("room_members as m", "m.user_id", "c.user_id")
-        .select("c.user_id")
-        .distinct()
-        .where("c.stream_pos", ">", since)
-        .where("c.stream_pos", "<=", upto)
-        .where("m.membership", "=", "join")
-        .where("m.room_id", "in", rooms)
-        .execute();
-      for (const r of rows) changed.add(r.user_id);
+    if (upto - since <= SHORT_WINDOW) {
+      // A long-poll's window holds few changes, if any: start from them. (The join below walks
+      // every member of every room the user is in — thousands of rows per /sync in a big room.)
+      const inWindow = await db.selectFrom("device_list_changes").select("user_id").where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute();
+      const others = inWindow.map((r) => r.user_id).filter((u) => u !== userId);
+      if (others.length > 0) for (const u of await this.sharing(userId, others, joinedRooms)) if (u !== userId) changed.add(u);
+    } else {
+      for (const rooms of chunks(joinedRooms)) {
+        const rows = await db
+          .selectFrom("device_list_changes as c")
+          .innerJoin("room_members as m", "m.user_id", "c.user_id")
+          .select("c.user_id")
+          .distinct()
+          .where("c.stream_pos", ">", since)
+          .where("c.stream_pos", "<=", upto)
+          .where("m.membership", "=", "join")
+          .where("m.room_id", "in", rooms)
+          .execute();
+        for (const r of rows) changed.add(r.user_id);
+      }
     }
     const notices = await db.selectFrom("e2e_signature_notices").select("target_user_id").where("user_id", "=", userId).where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute();
     for (const n of notices) changed.add(n.target_user_id);
 
     // Membership changes in the window: in rooms the user is in now, and in rooms it left.
-    const leftRooms = (
-      await db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "!=", "join").where("stream_ordering", ">", since).where("stream_ordering", "<=", upto).execute()
-    ).map((r) => r.room_id);
+    const leftRows = await db.selectFrom("room_members").select(["room_id", "stream_ordering"]).where("user_id", "=", userId).where("membership", "!=", "join").where("stream_ordering", ">", since).where("stream_ordering", "<=", upto).execute();
+    const leftRooms = leftRows.map((r) => r.room_id);
     const candidatesLeft = new Set<string>();
     const rooms = [...joinedRooms, ...leftRooms];
     const joinedSet = new Set(joinedRooms);
@@ -123,9 +133,31 @@ export class DeviceLists {
       const rows = await db.selectFrom("room_members").select("user_id").distinct().where("room_id", "in", batch).where("membership", "=", "join").execute();
       for (const r of rows) if (r.user_id !== userId) changed.add(r.user_id);
     }
-    for (const batch of chunks(leftRooms)) {
-      const rows = await db.selectFrom("room_members").select("user_id").distinct().where("room_id", "in", batch).where("membership", "=", "join").execute();
-      for (const r of rows) candidatesLeft.add(r.user_id);
+    // Those who were joined when we left — not those who joined after: naming them would tell a
+    // former member who is in the room now.
+    for (const { room_id: roomId, stream_ordering: leftAt } of leftRows) {
+      const rows = await db
+        .selectFrom("events as e")
+        .select("e.state_key")
+        .where("e.room_id", "=", roomId)
+        .where("e.type", "=", "m.room.member")
+        .where("e.membership", "=", "join")
+        .where("e.stream_ordering", "<=", leftAt)
+        .where((eb) =>
+          eb(
+            "e.stream_ordering",
+            "=",
+            eb
+              .selectFrom("events as e2")
+              .select((eb2) => eb2.fn.max("e2.stream_ordering").as("m"))
+              .whereRef("e2.room_id", "=", "e.room_id")
+              .where("e2.type", "=", "m.room.member")
+              .whereRef("e2.state_key", "=", "e.state_key")
+              .where("e2.stream_ordering", "<=", leftAt),
+          ),
+        )
+        .execute();
+      for (const r of rows) if (r.state_key !== null) candidatesLeft.add(r.state_key);
     }
     candidatesLeft.delete(userId);
 

@@ -140,9 +140,10 @@ export class KeyBackup {
       .where("version", "=", row.version);
     if (roomId !== undefined) q = q.where("room_id", "=", roomId);
     if (sessionId !== undefined) q = q.where("session_id", "=", sessionId);
-    const rooms: Rooms = {};
+    // Room and session ids are whatever clients chose: prototype-less maps, so `__proto__` is a key.
+    const rooms = Object.create(null) as Rooms;
     for (const r of await q.execute()) {
-      (rooms[r.room_id] ??= { sessions: {} }).sessions[r.session_id] = {
+      (rooms[r.room_id] ??= { sessions: Object.create(null) as Rooms[string]["sessions"] }).sessions[r.session_id] = {
         first_message_index: Number(r.first_message_index),
         forwarded_count: Number(r.forwarded_count),
         is_verified: r.is_verified === 1,

@@ -397,9 +397,10 @@ export class E2eeKeys {
    * against the stored key it covers; failures are reported per key and the rest are kept.
    */
   async uploadSignatures(signer: string, body: Record<string, unknown>): Promise<Record<string, Record<string, Json>>> {
-    const failures: Record<string, Record<string, Json>> = {};
+    // Keyed by what the client sent: prototype-less, so a user id of `__proto__` is just a key.
+    const failures = Object.create(null) as Record<string, Record<string, Json>>;
     const fail = (userId: string, keyId: string, errcode: string, error: string) => {
-      (failures[userId] ??= {})[keyId] = { errcode, error };
+      (failures[userId] ??= Object.create(null) as Record<string, Json>)[keyId] = { errcode, error };
     };
     const own = await this.crossSigningKeys(this.db, signer);
     const accepted: Array<{ targetUser: string; targetKey: string; signerKey: string; signature: string }> = [];

@@ -53,6 +53,15 @@ export class Governance {
     return user;
   }
 
+  /**
+   * Helpdesk may act on ordinary users only. Without this, resetting an administrator's password or
+   * enrolling a device for them would let helpdesk sign in as an administrator.
+   */
+  private requireAuthorityOver(by: Actor, target: UserRow): void {
+    if (by.actorRole === "admin" || by.actorRole === "cli" || by.actor === target.user_id) return;
+    if (target.role !== "user") throw new MatrixError("M_FORBIDDEN", `Your role (${by.actorRole}) cannot act on an account with the role ${target.role}; ask an administrator`);
+  }
+
   async createUser(by: Actor, req: { localpart: string; displayname?: string | undefined; password?: string | undefined; role?: Role | undefined }): Promise<AdminUser> {
     const row = await this.accounts.create(req.localpart.toLowerCase(), {
       password: req.password ?? null,
@@ -66,14 +75,18 @@ export class Governance {
   /** A locked user keeps their sessions but every request is refused until unlocked. */
   async setLocked(by: Actor, userId: string, locked: boolean): Promise<void> {
     const user = await this.requireUser(userId);
+    this.requireAuthorityOver(by, user);
     await this.db.updateTable("users").set({ locked: locked ? 1 : 0 }).where("user_id", "=", user.user_id).execute();
     await this.audit.record({ ...by, action: locked ? "user.lock" : "user.unlock", target: user.user_id, details: { was_locked: Boolean(user.locked) } });
   }
 
   async resetPassword(by: Actor, userId: string, password: string, logoutDevices = true): Promise<void> {
     const user = await this.requireUser(userId);
+    this.requireAuthorityOver(by, user);
     await this.accounts.setPassword(user.user_id, password);
-    if (logoutDevices) await this.tokens.revokeAll(user.user_id);
+    // Removing the devices (not only their tokens) takes their keys out of everyone's device lists,
+    // so no client keeps encrypting to a phone that was signed out, and frees the device slots.
+    if (logoutDevices) await this.devices.removeAll(user.user_id);
     await this.audit.record({ ...by, action: "user.password_reset", target: user.user_id, details: { logout_devices: logoutDevices } });
   }
 
@@ -142,6 +155,7 @@ export class Governance {
    */
   async wipeDevice(by: Actor, userId: string, deviceId: string, block: boolean): Promise<void> {
     const user = await this.requireUser(userId);
+    this.requireAuthorityOver(by, user);
     const existed = (await this.devices.get(user.user_id, deviceId)) !== undefined;
     if (!existed && !block) throw new MatrixError("M_NOT_FOUND", "Device not found");
     if (block) {
@@ -156,8 +170,9 @@ export class Governance {
   }
 
   /** A one-time code for enrolling a new device of `userId`; only its digest is stored. */
-  async issueEnrollmentCode(by: Actor, userId: string): Promise<{ code: string; expires_ts: number }> {
+  async issueEnrollmentCode(by: Actor, userId: string, details: Record<string, unknown> = {}): Promise<{ code: string; expires_ts: number }> {
     const user = await this.requireUser(userId);
+    this.requireAuthorityOver(by, user);
     let raw = "";
     for (let i = 0; i < 12; i++) raw += CODE_ALPHABET[randomInt(CODE_ALPHABET.length)];
     const code = `${raw.slice(0, 4)}-${raw.slice(4, 8)}-${raw.slice(8)}`;
@@ -168,22 +183,44 @@ export class Governance {
       .insertInto("enrollment_codes")
       .values({ code_hash: sha256Hex(normaliseCode(code)), user_id: user.user_id, issued_by: by.actor, created_ts: now, expires_ts: expires, used_ts: null })
       .execute();
-    await this.audit.record({ ...by, action: "enrollment_code.issue", target: user.user_id, details: { expires_ts: expires } });
+    await this.audit.record({ ...by, action: "enrollment_code.issue", target: user.user_id, details: { expires_ts: expires, ...details } });
     return { code, expires_ts: expires };
   }
 
-  /** Spends a code: true only for an unexpired, unused code of this user (the update is the check, so it works once even under races). */
-  async consumeEnrollmentCode(userId: string, code: string): Promise<boolean> {
-    const now = Date.now();
-    const res = await this.db
-      .updateTable("enrollment_codes")
-      .set({ used_ts: now })
-      .where("code_hash", "=", sha256Hex(normaliseCode(code)))
-      .where("user_id", "=", userId)
-      .where("used_ts", "is", null)
-      .where("expires_ts", ">", now)
-      .executeTakeFirst();
-    return Number(res.numUpdatedRows) === 1;
+  /**
+   * Spends a code (true only for an unexpired, unused code of this user; the update is the check, so
+   * it works once even under races) and, in the same transaction, writes one audit entry
+   * naming the device it enrolled and who issued the code, so every enrolled device is traceable.
+   */
+  async spendEnrollmentCode(userId: string, code: string, deviceId: string, via: "login_parameter" | "uia"): Promise<boolean> {
+    const role = (await this.accounts.get(userId))?.role ?? "user";
+    return this.audit.transact(async (tx, record) => {
+      const now = Date.now();
+      const spent = await tx
+        .updateTable("enrollment_codes")
+        .set({ used_ts: now })
+        .where("code_hash", "=", sha256Hex(normaliseCode(code)))
+        .where("user_id", "=", userId)
+        .where("used_ts", "is", null)
+        .where("expires_ts", ">", now)
+        .returning(["issued_by"])
+        .executeTakeFirst();
+      if (!spent) return false;
+      await record({ actor: userId, actorRole: role, action: "enrollment_code.use", target: userId, details: { device_id: deviceId, issued_by: spent.issued_by, via } });
+      return true;
+    });
+  }
+
+  /** Lifts a lost-device block so the device id may log in again (a found phone). */
+  async unblockDevice(by: Actor, userId: string, deviceId: string): Promise<void> {
+    const user = await this.requireUser(userId);
+    this.requireAuthorityOver(by, user);
+    await this.audit.transact(async (tx, record) => {
+      const row = await tx.selectFrom("blocked_devices").selectAll().where("user_id", "=", user.user_id).where("device_id", "=", deviceId).executeTakeFirst();
+      if (!row) throw new MatrixError("M_NOT_FOUND", "This device id is not blocked");
+      await tx.deleteFrom("blocked_devices").where("user_id", "=", user.user_id).where("device_id", "=", deviceId).execute();
+      await record({ ...by, action: "device.unblock", target: user.user_id, details: { device_id: deviceId, blocked_ts: Number(row.blocked_ts), blocked_by: row.blocked_by } });
+    });
   }
 
   /** Aggregates only: no room is named and private chats are not counted one by one. */

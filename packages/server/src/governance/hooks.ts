@@ -1,10 +1,12 @@
-import { MatrixError } from "@revier/protocol";
+import { ENROLLMENT_CODE_PARAM, ENROLLMENT_UIA_STAGE, MatrixError } from "@revier/protocol";
 import type { FastifyRequest } from "fastify";
 import type { AuthHook, Services } from "../services.js";
 import type { LoginGuard } from "../api/client/session.js";
 import type { Actor } from "./policy.js";
 import { requirePermission, type AdminAction } from "./roles.js";
 import { CLIENT_HEADER, tooOldClient } from "./client-version.js";
+import type { UiaStage } from "../users/uia.js";
+import { ENROLLMENT_CODE_LIFETIME_MS } from "./governance.js";
 
 /** The admin action each admin route needs, keyed by the route's spec object (set by `adminRoute`). */
 export const ROUTE_ACTIONS = new WeakMap<object, AdminAction>();
@@ -79,15 +81,48 @@ export function governanceLoginGuards(): LoginGuard[] {
       );
     }
   };
-  const enrollment: LoginGuard = async ({ userId, isNewDevice, body }, s) => {
+  const enrollment: LoginGuard = async ({ userId, deviceId, isNewDevice, body }, s) => {
     if (!isNewDevice || !(await s.policy.get()).enrollment_required) return;
-    const code = body["org.revier.enrollment_code"];
-    if (typeof code !== "string" || code === "") {
-      throw new MatrixError("ORG_REVIER_ENROLLMENT_REQUIRED", "A new device needs an enrollment code. Create one on a device you already use, or ask the helpdesk, and send it as org.revier.enrollment_code.");
+    const code = body[ENROLLMENT_CODE_PARAM];
+    // The code as a user-interactive-auth stage: bound to this user and the requested device id.
+    const uia = { method: "POST", path: "/login", body: { user_id: userId, device_id: body.device_id ?? null, auth: body.auth }, userId, context: { device_id: deviceId } };
+    if ((typeof code !== "string" || code === "") && body.auth !== undefined && body.auth !== null) {
+      await s.uia.require(uia, ENROLLMENT_FLOWS);
+      return;
     }
-    if (!(await s.governance.consumeEnrollmentCode(userId, code))) {
+    if (typeof code !== "string" || code === "") {
+      throw new MatrixError("ORG_REVIER_ENROLLMENT_REQUIRED", "A new device needs an enrollment code. Create one on a device you already use, or ask the helpdesk, and send it as org.revier.enrollment_code.", {
+        extra: await s.uia.describe(uia, ENROLLMENT_FLOWS),
+      });
+    }
+    if (!(await s.governance.spendEnrollmentCode(userId, code, deviceId, "login_parameter"))) {
       throw new MatrixError("ORG_REVIER_ENROLLMENT_REQUIRED", "This enrollment code is wrong, expired or already used. Ask for a new one.");
     }
   };
   return [blocked, clientVersion, deviceLimit, enrollment];
+}
+
+const ENROLLMENT_FLOWS = [[ENROLLMENT_UIA_STAGE]];
+
+/**
+ * The `org.revier.enrollment` user-interactive-auth stage: `{type: "org.revier.enrollment", code,
+ * session}`. A login of a new device refused for want of a code carries `flows`, `params` and a
+ * `session` for it; the client repeats the login with `auth`. The check spends the code.
+ */
+export function enrollmentUiaStage(s: Services): UiaStage {
+  return {
+    params: { lifetime_ms: ENROLLMENT_CODE_LIFETIME_MS, login_parameter: ENROLLMENT_CODE_PARAM },
+    failure: "This enrollment code is wrong, expired or already used. Ask for a new one.",
+    check: async (auth, req) => {
+      const deviceId = req.context?.device_id;
+      if (req.userId === null || typeof auth.code !== "string" || auth.code === "" || typeof deviceId !== "string") return false;
+      return s.governance.spendEnrollmentCode(req.userId, auth.code, deviceId, "uia");
+    },
+  };
+}
+
+/** What `GET /login` adds to the password flow while new devices need an enrollment code; undefined otherwise. */
+export async function enrollmentLoginFlow(s: Services): Promise<Record<string, unknown> | undefined> {
+  if (!(await s.policy.get()).enrollment_required) return undefined;
+  return { [ENROLLMENT_UIA_STAGE]: { uia_stage: ENROLLMENT_UIA_STAGE, login_parameter: ENROLLMENT_CODE_PARAM } };
 }

@@ -15,7 +15,9 @@ export type AdminAction =
   | "policy.read"
   | "policy.write"
   | "audit.read"
-  | "stats.read";
+  | "stats.read"
+  | "channels.read"
+  | "channels.close";
 
 const ALL: readonly AdminAction[] = [
   "users.read",
@@ -31,6 +33,8 @@ const ALL: readonly AdminAction[] = [
   "policy.write",
   "audit.read",
   "stats.read",
+  "channels.read",
+  "channels.close",
 ];
 
 /**

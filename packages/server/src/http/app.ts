@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import FindMyWay from "find-my-way";
-import { Ajv } from "ajv";
+import { Ajv, type ValidateFunction } from "ajv";
+import { OptionalKind } from "@sinclair/typebox";
 import { MatrixError } from "@revier/protocol";
 import type { Services } from "../services.js";
 import { parseJsonBody } from "../lib/json-body.js";
@@ -8,6 +9,8 @@ import { randomToken } from "../lib/random.js";
 import { toMatrixError } from "./errors.js";
 import type { AuthedUser, RouteDef } from "./route.js";
 import { ALL_ROUTES } from "../api/index.js";
+import { applySecurityHeaders, clientErrorHandler, registerSecurityHeaders } from "./security-headers.js";
+import { httpsOptions } from "./tls.js";
 
 const CORS_HEADERS = {
   "access-control-allow-origin": "*",
@@ -20,26 +23,55 @@ const CORS_HEADERS = {
 const bodyAjv = new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, allErrors: false, strict: false });
 const paramAjv = new Ajv({ coerceTypes: "array", useDefaults: true, removeAdditional: false, allErrors: false, strict: false });
 
+/** Replies whose send() has been called; see the route handler. */
+const SENDING = new WeakSet<FastifyReply>();
+
+/**
+ * A body declared `Type.Optional(…)` may be left out (a first `DELETE /devices/{id}` without `auth`
+ * must get its 401 with flows, not a 400); Fastify hands the validator `null` for a missing body.
+ */
+function optionalBody(schema: unknown, validate: ValidateFunction): ValidateFunction {
+  if ((schema as Record<symbol, unknown>)[OptionalKind] !== "Optional") return validate;
+  const wrapped = ((data: unknown) => {
+    if (data === null || data === undefined) return true;
+    const ok = validate(data);
+    wrapped.errors = validate.errors;
+    return ok;
+  }) as ValidateFunction;
+  return wrapped;
+}
+
 export async function buildApp(s: Services, routes: RouteDef[] = ALL_ROUTES): Promise<FastifyInstance> {
+  const tls = httpsOptions(s.config.tls);
+  // Native TLS when configured; Fastify's https variant has a different server type but the same API.
   const app = Fastify({
+    ...(tls ? { https: tls } : {}),
     logger: false,
     bodyLimit: s.config.limits.maxBodyBytes,
     trustProxy: s.config.trustProxy,
     genReqId: () => randomToken(9),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 1000 },
     return503OnClosing: true,
+    clientErrorHandler,
     // Malformed URLs (e.g. overlong UTF-8 escapes) fail before routing; answer them as Matrix errors too.
-    frameworkErrors: (_err, _req, reply) => {
+    frameworkErrors: (_err, req, reply) => {
       const error = new MatrixError("M_UNRECOGNIZED", "Malformed request URL", { status: 400 });
+      applySecurityHeaders(req as unknown as FastifyRequest, reply as unknown as FastifyReply);
       (reply as unknown as FastifyReply).code(400).headers(CORS_HEADERS).type("application/json").send(error.toJSON());
     },
   });
+  // First onSend hook: its synchronous part runs inside reply.send(), so it marks replies as started.
+  app.addHook("onSend", async (_req, reply, payload) => {
+    SENDING.add(reply);
+    return payload;
+  });
+  registerSecurityHeaders(app);
   const shadow = FindMyWay();
   app.addHook("onRoute", (r) => {
     for (const m of ([] as string[]).concat(r.method)) if (m !== "HEAD" && m !== "OPTIONS") shadow.on(m as "GET", r.url, () => undefined);
   });
 
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === "body" ? bodyAjv : paramAjv).compile(schema));
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === "body" ? optionalBody(schema, bodyAjv.compile(schema)) : paramAjv.compile(schema)));
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("application/json", { parseAs: "buffer" }, (_req, body, done) => {
     try {
@@ -66,7 +98,8 @@ export async function buildApp(s: Services, routes: RouteDef[] = ALL_ROUTES): Pr
     }
     if (/%00/.test(req.url)) throw new MatrixError("M_INVALID_PARAM", "The URL may not contain U+0000");
     const q = req.url.indexOf("?");
-    if (q >= 0 && /(^|&)access_token=/.test(req.url.slice(q + 1))) {
+    // Parsed, not pattern-matched: `access%5Ftoken=` decodes to the same parameter name.
+    if (q >= 0 && new URLSearchParams(req.url.slice(q + 1)).has("access_token")) {
       // Tokens in URLs end up in proxy logs and browser history (CWE-598); the spec deprecated them.
       throw new MatrixError("M_MISSING_TOKEN", "Access tokens are not accepted in the URL; send them in the Authorization header", { status: 401 });
     }
@@ -162,8 +195,10 @@ function registerRoute(app: FastifyInstance, s: Services, def: RouteDef, opts: {
     handler: async (req, reply) => {
       const user = (req as FastifyRequest & { revierUser?: AuthedUser | null }).revierUser ?? null;
       const result = await def.handler({ user, body: req.body, query: req.query, params: req.params, req, reply }, s);
-      // A handler that streamed its own response (downloads) has sent the headers already.
-      if (reply.sent || reply.raw.headersSent) return reply;
+      // A handler that answered itself (downloads, pages, metrics) has started the reply. With async
+      // onSend hooks it may not have ended yet, so `reply.sent` alone would miss it and a second,
+      // JSON send would relabel the first answer.
+      if (result === reply || reply.sent || reply.raw.headersSent || SENDING.has(reply)) return reply;
       return reply.type("application/json").send(result ?? {});
     },
   });

@@ -13,7 +13,7 @@ interface AjvError {
 export function toMatrixError(err: unknown): { error: MatrixError; unexpected: boolean } {
   if (err instanceof MatrixError) return { error: err, unexpected: false };
   if (err instanceof JsonBodyError) {
-    if (err.kind === "depth" || err.kind === "nul") return { error: new MatrixError("M_BAD_JSON", err.message), unexpected: false };
+    if (err.kind === "depth" || err.kind === "nul" || err.kind === "surrogate" || err.kind === "proto") return { error: new MatrixError("M_BAD_JSON", err.message), unexpected: false };
     return { error: new MatrixError("M_NOT_JSON", err.message), unexpected: false };
   }
   const fe = err as FastifyError & { validation?: AjvError[]; validationContext?: string };

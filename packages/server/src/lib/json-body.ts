@@ -3,7 +3,7 @@
 export class JsonBodyError extends Error {
   constructor(
     message: string,
-    readonly kind: "utf8" | "syntax" | "depth" | "type" | "nul",
+    readonly kind: "utf8" | "syntax" | "depth" | "type" | "nul" | "surrogate" | "proto",
   ) {
     super(message);
   }
@@ -57,20 +57,54 @@ export function parseJsonBody(buf: Buffer, maxDepth: number): unknown {
   }
   // PostgreSQL text cannot hold U+0000, and no Matrix field needs it: refuse it everywhere rather
   // than fail half-way through a write.
-  if (text.includes("\\u0000") && containsNul(value)) throw new JsonBodyError("Strings may not contain U+0000", "nul");
+  if (text.includes("\\u0000") && containsString(value, (v) => v.includes("\u0000"))) throw new JsonBodyError("Strings may not contain U+0000", "nul");
+  // Valid UTF-8 cannot carry a lone surrogate, but a `\uD800` escape can. Such a string has no
+  // UTF-8 encoding: the database would store U+FFFD instead, and what we store, hash or hand to
+  // other clients would no longer be what the client sent.
+  if (SURROGATE_ESCAPE.test(text) && containsString(value, (v) => LONE_SURROGATE.test(v))) throw new JsonBodyError("Strings may not contain unpaired UTF-16 surrogates", "surrogate");
+  // JSON.parse makes `__proto__` an ordinary own key, but the first handler that copies keys into
+  // another object (`out[key] ??= {}`) turns it into Object.prototype: one request could then change
+  // every object in the process. Fastify's own parser refuses these too (secure-json-parse).
+  // (A key can be spelt with escapes, "\u005f_proto__", hence the `\u` in the pre-check.)
+  if (/__proto__|constructor|\\u/.test(text) && hasPrototypeKeys(value)) {
+    throw new JsonBodyError("Keys named __proto__, or constructor with a prototype, are not allowed", "proto");
+  }
   return value;
 }
 
-function containsNul(value: unknown): boolean {
+function hasPrototypeKeys(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (Array.isArray(v)) {
+      for (const child of v) stack.push(child);
+    } else if (v !== null && typeof v === "object") {
+      for (const [k, child] of Object.entries(v)) {
+        if (k === "__proto__") return true;
+        if (k === "constructor" && child !== null && typeof child === "object" && Object.prototype.hasOwnProperty.call(child, "prototype")) return true;
+        stack.push(child);
+      }
+    }
+  }
+  return false;
+}
+
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Whether any string or object key in the value matches `bad`; iterative, like {@link jsonDepth}. */
+function containsString(value: unknown, bad: (s: string) => boolean): boolean {
   const stack: unknown[] = [value];
   while (stack.length > 0) {
     const v = stack.pop();
     if (typeof v === "string") {
-      if (v.includes("\u0000")) return true;
-    } else if (Array.isArray(v)) stack.push(...v);
-    else if (v !== null && typeof v === "object") {
+      if (bad(v)) return true;
+    } else if (Array.isArray(v)) {
+      // One by one: spreading a 500,000-element array into push() overflows the call stack.
+      for (const child of v) stack.push(child);
+    } else if (v !== null && typeof v === "object") {
       for (const [k, child] of Object.entries(v)) {
-        if (k.includes("\u0000")) return true;
+        if (bad(k)) return true;
         stack.push(child);
       }
     }

@@ -5,6 +5,7 @@ import { once } from "node:events";
 import path from "node:path";
 import { Transform, finished, type Readable, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { MatrixError } from "@revier/protocol";
 import { randomToken } from "../lib/random.js";
 
 /** Content arrived that is larger than the caller allowed; nothing of it is kept. */
@@ -21,6 +22,38 @@ export class BlobMissingError extends Error {
     super(`blob ${sha256} is missing`);
     this.name = "BlobMissingError";
   }
+}
+
+const DISK_FULL = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
+const NOT_WRITABLE = new Set(["EACCES", "EPERM", "EROFS", "ENOTDIR", "EISDIR", "ENOENT", "EEXIST", "EIO", "ELOOP", "ENAMETOOLONG"]);
+
+/**
+ * The disk refused to store media: full (ENOSPC, EDQUOT, EFBIG) or not writable (permissions, a
+ * read-only file system, a directory gone or replaced). It is a MatrixError (M_UNKNOWN; 507 when
+ * full, 503 otherwise) so every path that writes blobs, uploads and thumbnails alike, answers
+ * with the same clear error; nothing of the upload is kept (faults-media.test.ts).
+ */
+export class BlobStorageError extends MatrixError {
+  constructor(
+    readonly reason: "full" | "unwritable",
+    readonly osCode: string,
+    readonly syscall: string | undefined,
+  ) {
+    super(
+      "ORG_REVIER_UNAVAILABLE",
+      reason === "full" ? "The server's media storage is full; the content was not stored. Try again later." : "The server cannot write media right now; the content was not stored. Try again later.",
+      { status: reason === "full" ? 507 : 503 },
+    );
+  }
+}
+
+/** An operating-system error from writing to the store, as a BlobStorageError; anything else unchanged. */
+function asStorageError(err: unknown): unknown {
+  const e = err as NodeJS.ErrnoException | null;
+  if (!e || typeof e.code !== "string" || typeof e.syscall !== "string") return err;
+  if (DISK_FULL.has(e.code)) return new BlobStorageError("full", e.code, e.syscall);
+  if (NOT_WRITABLE.has(e.code)) return new BlobStorageError("unwritable", e.code, e.syscall);
+  return err;
 }
 
 /**
@@ -43,6 +76,8 @@ export interface BlobStore {
   open(sha256: string, range?: { start: number; end: number }): Promise<Readable>;
   /** Removes the blob; removing a missing blob is not an error. */
   remove(sha256: string): Promise<void>;
+  /** Resolves once every upload being received has been kept or cleaned up (shutdown waits for it). */
+  settle?(): Promise<void>;
 }
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -80,7 +115,11 @@ export class DiskBlobStore implements BlobStore {
   private readonly blobDir: string;
   private readonly tmpDir: string;
 
-  constructor(readonly root: string) {
+  constructor(
+    readonly root: string,
+    /** Told about every write the disk refused (full, not writable), for the operator's log. */
+    private readonly opts: { onStorageError?: (err: BlobStorageError) => void } = {},
+  ) {
     this.blobDir = path.join(root, "blobs");
     this.tmpDir = path.join(root, "tmp");
     mkdirSync(this.blobDir, { recursive: true, mode: 0o700 });
@@ -99,7 +138,21 @@ export class DiskBlobStore implements BlobStore {
     return path.join(this.blobDir, sha256.slice(0, 2), sha256.slice(2, 4), sha256);
   }
 
-  async receive(source: Readable, opts: { maxBytes: number }): Promise<PendingBlob> {
+  private readonly receiving = new Set<Promise<unknown>>();
+
+  receive(source: Readable, opts: { maxBytes: number }): Promise<PendingBlob> {
+    const running = this.receiveFile(source, opts);
+    const tracked = running.catch(() => undefined);
+    this.receiving.add(tracked);
+    void tracked.then(() => this.receiving.delete(tracked));
+    return running;
+  }
+
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.receiving]);
+  }
+
+  private async receiveFile(source: Readable, opts: { maxBytes: number }): Promise<PendingBlob> {
     const tmp = path.join(this.tmpDir, `${randomToken(12)}.part`);
     const counter = new HashingLimiter(opts.maxBytes);
     // The source is piped by hand rather than through pipeline(): pipeline would destroy it on
@@ -119,8 +172,9 @@ export class DiskBlobStore implements BlobStore {
       source.pause();
       // The file may still be opening; removing it before it is closed could let it reappear.
       if (!sink.closed) await once(sink, "close").catch(() => undefined);
-      await rm(tmp, { force: true });
-      throw err;
+      // The directory itself may be what failed (replaced, unreadable); the hourly sweep retries.
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw this.storageFailure(err);
     } finally {
       stopWatching();
     }
@@ -133,10 +187,14 @@ export class DiskBlobStore implements BlobStore {
       publish: async () => {
         if (settled) throw new Error("pending blob already settled");
         const target = this.pathOf(sha256);
-        await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
-        await rename(tmp, target);
-        settled = true;
-        await syncDir(path.dirname(target));
+        try {
+          await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
+          await rename(tmp, target);
+          settled = true;
+          await syncDir(path.dirname(target));
+        } catch (err) {
+          throw this.storageFailure(err);
+        }
       },
       discard: async () => {
         if (settled) return;
@@ -163,6 +221,12 @@ export class DiskBlobStore implements BlobStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
+  }
+
+  private storageFailure(err: unknown): unknown {
+    const mapped = asStorageError(err);
+    if (mapped instanceof BlobStorageError) this.opts.onStorageError?.(mapped);
+    return mapped;
   }
 
   /** Removes uploads a crashed process left behind. */

@@ -285,6 +285,14 @@ export class MediaService {
     return this.db.selectFrom("media").selectAll().where("user_id", "=", userId).orderBy("created_ts", "desc").orderBy("media_id").execute();
   }
 
+  /** Deletion hook for retention: media ids created before `cutoffTs`, oldest first, a page at a time after `after`. */
+  async listCreatedBefore(cutoffTs: number, opts: { after?: { createdTs: number; mediaId: string }; limit: number }): Promise<Array<{ media_id: string; created_ts: number }>> {
+    let q = this.db.selectFrom("media").select(["media_id", "created_ts"]).where("created_ts", "<", cutoffTs);
+    const after = opts.after;
+    if (after) q = q.where((eb) => eb.or([eb("created_ts", ">", after.createdTs), eb.and([eb("created_ts", "=", after.createdTs), eb("media_id", ">", after.mediaId)])]));
+    return q.orderBy("created_ts").orderBy("media_id").limit(opts.limit).execute();
+  }
+
   /**
    * Deletion hook: removes a media item. Its content, and the thumbnails made from it, go when no
    * other media item holds the same content. Returns false when there was no such item.

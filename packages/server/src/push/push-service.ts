@@ -8,6 +8,41 @@ import { toClientEvent } from "../rooms/client-event.js";
 import { buildRuleset, emptyPushRules, parseStoredPushRules, type UserPushRules } from "./ruleset.js";
 import { evaluatePushRules, summariseActions } from "./evaluate.js";
 import type { Ruleset } from "./default-rules.js";
+import { prepared } from "../storage/prepared.js";
+
+/**
+ * Told, inside the event's transaction, which members an event notifies (as recorded). Must not
+ * block or touch the database: push delivery only notes the position here and works after commit.
+ */
+export type NotificationListener = (ctx: PersistContext, notified: ReadonlyArray<{ user_id: string; highlight: number }>) => void;
+
+// Every /sync asks this for every room with news: compiled once (see prepared.ts).
+const selectUnread = prepared((db, userId: string, roomId: string, after: number) =>
+  db
+    .selectFrom("event_push_actions")
+    .select(["thread_id", (eb) => eb.fn.countAll<number>().as("n"), (eb) => eb.fn.sum<number>("highlight").as("h")])
+    .where("user_id", "=", userId)
+    .where("room_id", "=", roomId)
+    .where("stream_ordering", ">", after)
+    .groupBy("thread_id"),
+);
+
+type PushActionRow = { room_id: string; user_id: string; event_id: string; stream_ordering: number; thread_id: string; notify: number; highlight: number };
+type PushActionParams = [string, string, string, number, string, number, number];
+const pushActionParams = (r: PushActionRow): PushActionParams => [r.room_id, r.user_id, r.event_id, r.stream_ordering, r.thread_id, r.notify, r.highlight];
+const pushActionRow = (p: readonly unknown[], at: number): PushActionRow => ({
+  room_id: p[at] as string,
+  user_id: p[at + 1] as string,
+  event_id: p[at + 2] as string,
+  stream_ordering: p[at + 3] as number,
+  thread_id: p[at + 4] as string,
+  notify: p[at + 5] as number,
+  highlight: p[at + 6] as number,
+});
+/** Rows per multi-row insert of push actions: 700 parameters, well inside both databases' limits. */
+const PUSH_ROWS = 100;
+const insertPushAction = prepared((db, ...p: PushActionParams) => db.insertInto("event_push_actions").values(pushActionRow(p, 0)));
+const insertPushActions = prepared((db, ...p: Array<string | number>) => db.insertInto("event_push_actions").values(Array.from({ length: PUSH_ROWS }, (_, r) => pushActionRow(p, r * 7))));
 
 export interface UnreadCounts {
   notify: number;
@@ -24,6 +59,7 @@ export class PushService {
   // which drops the entry here and in every other process.
   private readonly cache = new Map<string, Ruleset>();
   private static readonly CACHE_LIMIT = 50_000;
+  private readonly notificationListeners: NotificationListener[] = [];
 
   constructor(
     private readonly db: Db,
@@ -34,6 +70,10 @@ export class PushService {
     bus.subscribe((w) => {
       for (const u of w.users) this.cache.delete(u);
     });
+  }
+
+  onNotifications(listener: NotificationListener): void {
+    this.notificationListeners.push(listener);
   }
 
   async stored(userId: string, db: Db | Tx = this.db): Promise<UserPushRules> {
@@ -76,28 +116,24 @@ export class PushService {
     });
   }
 
-  /** Persist hook: evaluates every member's rules for the new event inside its transaction. */
+  /**
+   * Persist hook: evaluates every member's rules for the new event inside its transaction. The
+   * member list and power levels come from the write path's per-room cache (`ctx.room`), so a
+   * message into a big room does not re-read thousands of member rows under the stream lock.
+   */
   async recordActions(ctx: PersistContext): Promise<void> {
     const { tx, event } = ctx;
     const pdu = event.pdu;
-    const members = await tx
-      .selectFrom("room_members")
-      .select(["user_id", "displayname", "membership"])
-      .where("room_id", "=", event.roomId)
-      .where((eb) => eb.or([eb("membership", "=", "join"), ...(pdu.type === "m.room.member" && pdu.state_key ? [eb("user_id", "=", pdu.state_key)] : [])]))
-      .execute();
-    const recipients = members.filter((m) => m.user_id !== pdu.sender && (m.membership === "join" || (m.membership === "invite" && pdu.state_key === m.user_id)));
+    const joined = await ctx.room.joinedMembers();
+    const recipients: Array<{ user_id: string; displayname: string | null }> = [];
+    for (const [user_id, displayname] of joined) if (user_id !== pdu.sender) recipients.push({ user_id, displayname });
+    // An invite notifies its target, who is not joined (yet).
+    if (pdu.type === "m.room.member" && pdu.state_key && pdu.state_key !== pdu.sender && pdu.content.membership === "invite" && !joined.has(pdu.state_key)) {
+      recipients.push({ user_id: pdu.state_key, displayname: typeof pdu.content.displayname === "string" ? pdu.content.displayname : null });
+    }
     if (recipients.length === 0) return;
-    const joinedCount = members.filter((m) => m.membership === "join").length;
-    const plRow = await tx
-      .selectFrom("room_state")
-      .innerJoin("events", "events.event_id", "room_state.event_id")
-      .select("events.json")
-      .where("room_state.room_id", "=", event.roomId)
-      .where("room_state.type", "=", "m.room.power_levels")
-      .where("room_state.state_key", "=", "")
-      .executeTakeFirst();
-    const pl = plRow ? ((JSON.parse(plRow.json) as { content: Record<string, unknown> }).content ?? {}) : {};
+    const joinedCount = joined.size;
+    const pl = (await ctx.room.stateContent("m.room.power_levels")) ?? {};
     const users = (pl.users ?? {}) as Record<string, unknown>;
     const senderLevel = typeof users[pdu.sender] === "number" ? (users[pdu.sender] as number) : typeof pl.users_default === "number" ? pl.users_default : 0;
     const notificationLevels = (pl.notifications ?? {}) as Record<string, number>;
@@ -118,21 +154,19 @@ export class PushService {
       if (!summary.notify) continue;
       rows.push({ room_id: event.roomId, user_id: m.user_id, event_id: event.eventId, stream_ordering: event.streamOrdering, thread_id: threadId, notify: 1, highlight: summary.highlight ? 1 : 0 });
     }
-    // Chunked so a room of thousands stays within SQLite's bound-parameter limit.
-    for (let i = 0; i < rows.length; i += 500) await tx.insertInto("event_push_actions").values(rows.slice(i, i + 500)).execute();
+    // In statements of PUSH_ROWS rows, compiled once: a message into a room of thousands inserts
+    // thousands of rows under the stream lock, and Kysely would build and compile each 500-row
+    // statement (3,500 parameters) afresh. The rest goes one row at a time.
+    let i = 0;
+    for (; i + PUSH_ROWS <= rows.length; i += PUSH_ROWS) await insertPushActions(tx, ...rows.slice(i, i + PUSH_ROWS).flatMap(pushActionParams));
+    for (; i < rows.length; i++) await insertPushAction(tx, ...pushActionParams(rows[i]!));
+    if (rows.length > 0) for (const listener of this.notificationListeners) listener(ctx, rows);
   }
 
   /** Notifications after the user's read receipt, for the main timeline and per thread. */
   async unreadCounts(userId: string, roomId: string): Promise<UnreadCounts> {
     const readUpTo = (await this.ephemeral.lastReadStream(userId, roomId)) ?? 0;
-    const rows = await this.db
-      .selectFrom("event_push_actions")
-      .select(["thread_id", (eb) => eb.fn.countAll<number>().as("n"), (eb) => eb.fn.sum<number>("highlight").as("h")])
-      .where("user_id", "=", userId)
-      .where("room_id", "=", roomId)
-      .where("stream_ordering", ">", readUpTo)
-      .groupBy("thread_id")
-      .execute();
+    const rows = await selectUnread(this.db, userId, roomId, readUpTo);
     const out: UnreadCounts = { notify: 0, highlight: 0, threads: {} };
     for (const r of rows) {
       out.notify += Number(r.n);
@@ -147,7 +181,7 @@ export class PushService {
     return rows.map((r) => JSON.parse(r.json) as Record<string, unknown>);
   }
 
-  async setPusher(userId: string, pusher: Record<string, unknown> & { app_id: string; pushkey: string; kind: string | null }, append: boolean): Promise<void> {
+  async setPusher(userId: string, deviceId: string, pusher: Record<string, unknown> & { app_id: string; pushkey: string; kind: string | null }, append: boolean): Promise<void> {
     await this.db.transaction().execute(async (tx) => {
       if (pusher.kind === null) {
         await tx.deleteFrom("pushers").where("user_id", "=", userId).where("app_id", "=", pusher.app_id).where("pushkey", "=", pusher.pushkey).execute();
@@ -159,9 +193,14 @@ export class PushService {
       const json = JSON.stringify(stored);
       await tx
         .insertInto("pushers")
-        .values({ user_id: userId, app_id: pusher.app_id, pushkey: pusher.pushkey, kind: pusher.kind, json, created_ts: Date.now() })
-        .onConflict((oc) => oc.columns(["user_id", "app_id", "pushkey"]).doUpdateSet({ kind: pusher.kind as string, json }))
+        .values({ user_id: userId, app_id: pusher.app_id, pushkey: pusher.pushkey, kind: pusher.kind, json, created_ts: Date.now(), device_id: deviceId })
+        .onConflict((oc) => oc.columns(["user_id", "app_id", "pushkey"]).doUpdateSet({ kind: pusher.kind as string, json, device_id: deviceId }))
         .execute();
     });
+  }
+
+  /** A signed-out or wiped device must not keep receiving notifications on the lost phone. */
+  async removeDevicePushers(userId: string, deviceId: string): Promise<void> {
+    await this.db.deleteFrom("pushers").where("user_id", "=", userId).where("device_id", "=", deviceId).execute();
   }
 }

@@ -28,6 +28,9 @@ export type PresenceEvent = {
   content: PresenceContent;
 };
 
+/** Pins a user's presence (governance: off duty shows `unavailable` "off duty"); undefined leaves their own choice. */
+export type PresenceOverride = (userId: string) => Promise<{ state: PresenceState; statusMsg: string | null } | undefined>;
+
 /** Clients ask for long timeouts and then vanish; nobody should look typing for longer than this. */
 export const MAX_TYPING_MS = 30_000;
 /** An unchanged online presence is re-announced at most this often, so last_active_ago stays roughly right. */
@@ -44,6 +47,7 @@ const CHUNK = 500;
  */
 export class Ephemeral {
   private readonly accountData: AccountData;
+  private presenceOverride: PresenceOverride | undefined;
 
   constructor(
     private readonly db: Db,
@@ -270,20 +274,35 @@ export class Ephemeral {
 
   // ---- presence ---------------------------------------------------------------------------
 
+  /** Installs the hook that may pin a user's presence (duty hours); it wins over what clients set. */
+  setPresenceOverride(override: PresenceOverride): void {
+    this.presenceOverride = override;
+  }
+
   /**
    * Records a user's presence. `statusMsg` undefined keeps the current message, null clears it.
    * Only being online counts as activity. Returns whether a change was announced.
    */
   async setPresence(userId: string, state: PresenceState, statusMsg?: string | null): Promise<boolean> {
+    const pinned = await this.presenceOverride?.(userId);
+    if (pinned) {
+      state = pinned.state;
+      statusMsg = pinned.statusMsg;
+    }
     const now = Date.now();
+    const active = state === "online";
+    const unchanged = (row: { state: string; status_msg: string | null; currently_active: number; last_active_ts: number } | undefined): boolean => {
+      const msg = statusMsg === undefined ? (row?.status_msg ?? null) : statusMsg;
+      return !!row && row.state === state && row.status_msg === msg && row.currently_active === (active ? 1 : 0) && !(active && now - row.last_active_ts >= PRESENCE_REFRESH_MS);
+    };
+    // Every /sync lands here and almost never changes anything: look without the stream lock
+    // first (a write would queue behind the group commit in progress), then again under it.
+    if (unchanged(await this.db.selectFrom("presence").selectAll().where("user_id", "=", userId).executeTakeFirst())) return false;
     return this.stream.write(async (w) => {
       const row = await w.tx.selectFrom("presence").selectAll().where("user_id", "=", userId).executeTakeFirst();
       const msg = statusMsg === undefined ? (row?.status_msg ?? null) : statusMsg;
-      const active = state === "online";
       const lastActive = active || !row ? now : row.last_active_ts;
-      if (row && row.state === state && row.status_msg === msg && row.currently_active === (active ? 1 : 0) && !(active && now - row.last_active_ts >= PRESENCE_REFRESH_MS)) {
-        return false;
-      }
+      if (unchanged(row)) return false;
       const pos = w.next();
       const values = { state, status_msg: msg, last_active_ts: lastActive, currently_active: active ? 1 : 0, stream_pos: pos };
       await w.tx
@@ -292,7 +311,7 @@ export class Ephemeral {
         .onConflict((oc) => oc.column("user_id").doUpdateSet(values))
         .execute();
       const rooms = await w.tx.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join").execute();
-      w.touch({ users: [userId], rooms: rooms.map((r) => r.room_id) });
+      w.touch({ users: [userId], rooms: rooms.map((r) => r.room_id), kind: "presence" });
       return true;
     });
   }
@@ -306,13 +325,15 @@ export class Ephemeral {
     const stale = await this.db.selectFrom("presence").select("user_id").where("state", "!=", "offline").where("last_active_ts", "<=", cutoff).execute();
     let n = 0;
     for (const { user_id } of stale) {
+      // A pinned presence (off duty) is not a vanished client.
+      if (await this.presenceOverride?.(user_id)) continue;
       const done = await this.stream.write(async (w) => {
         // Re-checked under the stream lock: the user may have come back meanwhile.
         const row = await w.tx.selectFrom("presence").select(["state", "last_active_ts"]).where("user_id", "=", user_id).executeTakeFirst();
         if (!row || row.state === "offline" || row.last_active_ts > cutoff) return false;
         await w.tx.updateTable("presence").set({ state: "offline", currently_active: 0, stream_pos: w.next() }).where("user_id", "=", user_id).execute();
         const rooms = await w.tx.selectFrom("room_members").select("room_id").where("user_id", "=", user_id).where("membership", "=", "join").execute();
-        w.touch({ users: [user_id], rooms: rooms.map((r) => r.room_id) });
+        w.touch({ users: [user_id], rooms: rooms.map((r) => r.room_id), kind: "presence" });
         return true;
       });
       if (done) n++;

@@ -6,6 +6,7 @@ import { ROOM_VERSIONS, type RoomVersion } from "./room-versions.js";
 import { computeContentHash, eventIdFor, redactEvent, signEvent, type Pdu } from "./event-crypto.js";
 import { authEventTypesFor, checkEventAuth, stateKeyOf, type AuthEvent, type AuthState } from "./auth-rules.js";
 import type { SigningKey } from "./signing-key.js";
+import { prepared } from "../storage/prepared.js";
 
 /** Largest event the spec allows (federation PDU size limit), in bytes of canonical JSON. */
 export const MAX_EVENT_BYTES = 65_536;
@@ -36,7 +37,134 @@ export interface PersistContext {
   event: StoredEvent;
   roomVersion: RoomVersion;
   w: StreamWrite;
+  /** The room as of this event (included), from the per-room cache where it is valid. */
+  room: RoomView;
 }
+
+/** Read access to a room's current state inside an event's transaction, cached across events. */
+export interface RoomView {
+  /** Joined members (after this event) and their display names in the room. */
+  joinedMembers(): Promise<ReadonlyMap<string, string | null>>;
+  /** Content of a current state event (after this event), or undefined. Callers must not modify it. */
+  stateContent(type: string, stateKey?: string): Promise<Record<string, unknown> | undefined>;
+}
+
+// The statements every event write runs, compiled once (see prepared.ts).
+const selectTxn = prepared((db, userId: string, deviceId: string, txnId: string) =>
+  db.selectFrom("event_txns").select("result").where("user_id", "=", userId).where("device_id", "=", deviceId).where("scope", "=", "send").where("txn_id", "=", txnId),
+);
+const selectRoom = prepared((db, roomId: string) => db.selectFrom("rooms").select(["room_version", "last_event_id", "last_depth"]).where("room_id", "=", roomId));
+const updateRoomHead = prepared((db, roomId: string, eventId: string, depth: number, stream: number) =>
+  db.updateTable("rooms").set({ last_event_id: eventId, last_depth: depth, last_stream: stream }).where("room_id", "=", roomId),
+);
+const insertTxn = prepared((db, userId: string, deviceId: string, txnId: string, result: string, ts: number) =>
+  db.insertInto("event_txns").values({ user_id: userId, device_id: deviceId, scope: "send", txn_id: txnId, result, created_ts: ts }),
+);
+const insertEvent = prepared(
+  (
+    db,
+    streamOrdering: number,
+    eventId: string,
+    roomId: string,
+    type: string,
+    stateKey: string | null,
+    sender: string,
+    ts: number,
+    depth: number,
+    json: string,
+    relatesTo: string | null,
+    relType: string | null,
+    threadId: string | null,
+    membership: string | null,
+    txnDevice: string | null,
+    txnId: string | null,
+  ) =>
+    db.insertInto("events").values({
+      stream_ordering: streamOrdering,
+      event_id: eventId,
+      room_id: roomId,
+      type,
+      state_key: stateKey,
+      sender,
+      origin_server_ts: ts,
+      depth,
+      json,
+      redacted_by: null,
+      relates_to: relatesTo,
+      rel_type: relType,
+      thread_id: threadId,
+      membership,
+      txn_device: txnDevice,
+      txn_id: txnId,
+    }),
+);
+
+/**
+ * What the write path knows about one room's current state, valid while the room's newest event
+ * (`rooms.last_event_id`) is still `head`. Every event write reads that row anyway (for
+ * prev_events and depth) inside its transaction, under the stream lock, so checking it costs
+ * nothing and makes the cache safe without any invalidation protocol:
+ *
+ * - a write by another process (PostgreSQL) moves the head, so the next write here reloads;
+ * - a write here moves `head` to the new event id *before* the cache is changed for it, so a
+ *   write that is rolled back afterwards (its savepoint, a failed hook, a failed commit) leaves
+ *   a head that never reaches the database, and the next write reloads as well;
+ * - event ids are content hashes, so a head cannot match by accident.
+ *
+ * Entries are filled lazily: the auth events an event needs, the previous content of a replaced
+ * state key, and the joined members push evaluation needs. Profiles of the send path showed the
+ * auth-state query (a join plus JSON parsing of each auth event) and the member list as a large
+ * part of each event's cost under the stream lock.
+ */
+class RoomSnapshot {
+  /** Current state by stateKeyOf(type, state_key); null when known to be absent. */
+  readonly state = new Map<string, AuthEvent | null>();
+  /** Joined members and display names, once loaded (room_members semantics). */
+  joined: Map<string, string | null> | null = null;
+
+  constructor(
+    readonly roomId: string,
+    public head: string | null,
+  ) {}
+
+  /** The current state events of the given keys, loading those not known yet. */
+  async stateEvents(tx: Tx, keys: ReadonlyArray<readonly [string, string]>): Promise<AuthState> {
+    const missing = keys.filter(([t, k]) => !this.state.has(stateKeyOf(t, k)));
+    if (missing.length > 0) {
+      const rows = await tx
+        .selectFrom("room_state")
+        .innerJoin("events", "events.event_id", "room_state.event_id")
+        .select(["events.event_id", "events.json"])
+        .where("room_state.room_id", "=", this.roomId)
+        .where((eb) => eb.or(missing.map(([type, stateKey]) => eb.and([eb("room_state.type", "=", type), eb("room_state.state_key", "=", stateKey)]))))
+        .execute();
+      for (const [t, k] of missing) this.state.set(stateKeyOf(t, k), null);
+      for (const row of rows) {
+        const pdu = JSON.parse(row.json) as Pdu;
+        this.state.set(stateKeyOf(pdu.type, pdu.state_key ?? ""), { event_id: row.event_id, type: pdu.type, state_key: pdu.state_key, sender: pdu.sender, content: pdu.content });
+      }
+    }
+    // In the order asked for, so auth_events come out in a stable order.
+    const out: AuthState = new Map();
+    for (const [t, k] of keys) {
+      const key = stateKeyOf(t, k);
+      const e = this.state.get(key);
+      if (e) out.set(key, e);
+    }
+    return out;
+  }
+
+  async joinedMembers(tx: Tx): Promise<Map<string, string | null>> {
+    if (!this.joined) {
+      const rows = await tx.selectFrom("room_members").select(["user_id", "displayname"]).where("room_id", "=", this.roomId).where("membership", "=", "join").execute();
+      this.joined = new Map(rows.map((r) => [r.user_id, r.displayname]));
+    }
+    return this.joined;
+  }
+}
+
+/** Rooms whose snapshots are kept; the least recently written are dropped first. */
+const SNAPSHOT_LIMIT = 10_000;
 
 export type PersistHook = (ctx: PersistContext) => Promise<void>;
 
@@ -53,6 +181,7 @@ interface RoomRow {
  */
 export class RoomEvents {
   private readonly hooks: PersistHook[] = [];
+  private readonly snapshots = new Map<string, RoomSnapshot>();
 
   constructor(
     private readonly db: Db,
@@ -102,14 +231,7 @@ export class RoomEvents {
   }
 
   private async txnResult(db: Db | Tx, userId: string, deviceId: string, txnId: string): Promise<{ eventId: string; streamOrdering: number } | undefined> {
-    const row = await db
-      .selectFrom("event_txns")
-      .select("result")
-      .where("user_id", "=", userId)
-      .where("device_id", "=", deviceId)
-      .where("scope", "=", "send")
-      .where("txn_id", "=", txnId)
-      .executeTakeFirst();
+    const [row] = await selectTxn(db, userId, deviceId, txnId);
     if (!row) return undefined;
     return JSON.parse(row.result) as { eventId: string; streamOrdering: number };
   }
@@ -117,11 +239,7 @@ export class RoomEvents {
   async persistInTx(w: StreamWrite, ev: NewEvent): Promise<StoredEvent> {
     const { tx } = w;
     const isCreate = ev.type === "m.room.create" && ev.stateKey === "";
-    let room: RoomRow | undefined = await tx
-      .selectFrom("rooms")
-      .select(["room_version", "last_event_id", "last_depth"])
-      .where("room_id", "=", ev.roomId)
-      .executeTakeFirst();
+    let room: RoomRow | undefined = (await selectRoom(tx, ev.roomId))[0];
     if (isCreate) {
       if (room) throw new MatrixError("M_ROOM_IN_USE", "Room already exists");
       const version = ev.roomVersion ?? "10";
@@ -138,7 +256,8 @@ export class RoomEvents {
       sender: ev.sender,
       content: ev.content,
     };
-    const authState = await this.loadAuthState(tx, ev.roomId, draft);
+    const snap = this.snapshot(ev.roomId, isCreate ? null : room.last_event_id);
+    const authState = await snap.stateEvents(tx, authEventTypesFor(draft));
     const pdu: Pdu = {
       room_id: ev.roomId,
       sender: ev.sender,
@@ -164,17 +283,9 @@ export class RoomEvents {
 
     const unsigned: Record<string, unknown> = {};
     if (ev.stateKey !== undefined) {
-      const prev = await tx
-        .selectFrom("room_state")
-        .innerJoin("events", "events.event_id", "room_state.event_id")
-        .select(["events.event_id", "events.json", "events.sender"])
-        .where("room_state.room_id", "=", ev.roomId)
-        .where("room_state.type", "=", ev.type)
-        .where("room_state.state_key", "=", ev.stateKey)
-        .executeTakeFirst();
+      const prev = (await snap.stateEvents(tx, [[ev.type, ev.stateKey]])).get(stateKeyOf(ev.type, ev.stateKey));
       if (prev) {
-        const prevPdu = JSON.parse(prev.json) as Pdu;
-        unsigned.prev_content = prevPdu.content;
+        unsigned.prev_content = prev.content;
         unsigned.prev_sender = prev.sender;
         unsigned.replaces_state = prev.event_id;
       }
@@ -182,27 +293,25 @@ export class RoomEvents {
     if (Object.keys(unsigned).length > 0) signed.unsigned = unsigned;
 
     const rel = relationOf(ev.content);
-    await tx
-      .insertInto("events")
-      .values({
-        stream_ordering: streamOrdering,
-        event_id: eventId,
-        room_id: ev.roomId,
-        type: ev.type,
-        state_key: ev.stateKey ?? null,
-        sender: ev.sender,
-        origin_server_ts: pdu.origin_server_ts,
-        depth: pdu.depth,
-        json: JSON.stringify(signed),
-        redacted_by: null,
-        relates_to: rel?.eventId ?? null,
-        rel_type: rel?.relType ?? null,
-        thread_id: rel?.relType === "m.thread" ? rel.eventId : null,
-        membership: ev.type === "m.room.member" ? String(ev.content.membership) : null,
-        txn_device: ev.txn?.deviceId ?? null,
-        txn_id: ev.txn?.txnId ?? null,
-      })
-      .execute();
+    const json = JSON.stringify(signed);
+    await insertEvent(
+      tx,
+      streamOrdering,
+      eventId,
+      ev.roomId,
+      ev.type,
+      ev.stateKey ?? null,
+      ev.sender,
+      pdu.origin_server_ts,
+      pdu.depth,
+      json,
+      rel?.eventId ?? null,
+      rel?.relType ?? null,
+      rel?.relType === "m.thread" ? rel.eventId : null,
+      ev.type === "m.room.member" ? String(ev.content.membership) : null,
+      ev.txn?.deviceId ?? null,
+      ev.txn?.txnId ?? null,
+    );
 
     if (isCreate) {
       await tx
@@ -210,7 +319,7 @@ export class RoomEvents {
         .values({ room_id: ev.roomId, room_version: room.room_version, creator: ev.sender, created_ts: pdu.origin_server_ts, visibility: "private", last_event_id: eventId, last_depth: pdu.depth, last_stream: streamOrdering })
         .execute();
     } else {
-      await tx.updateTable("rooms").set({ last_event_id: eventId, last_depth: pdu.depth, last_stream: streamOrdering }).where("room_id", "=", ev.roomId).execute();
+      await updateRoomHead(tx, ev.roomId, eventId, pdu.depth, streamOrdering);
     }
 
     if (ev.stateKey !== undefined) {
@@ -239,32 +348,63 @@ export class RoomEvents {
       }
     }
 
+    let redacted: { eventId: string; content: Record<string, unknown> } | undefined;
     if (ev.type === "m.room.redaction") {
       const target = ev.redacts ?? (typeof ev.content.redacts === "string" ? ev.content.redacts : undefined);
-      if (target) await this.applyRedaction(tx, ev.roomId, target, eventId, version);
+      if (target) redacted = await this.applyRedaction(tx, ev.roomId, target, eventId, version);
     }
 
     if (ev.txn) {
-      await tx
-        .insertInto("event_txns")
-        .values({ user_id: ev.sender, device_id: ev.txn.deviceId, scope: "send", txn_id: ev.txn.txnId, result: JSON.stringify({ eventId, streamOrdering }), created_ts: Date.now() })
-        .execute();
+      await insertTxn(tx, ev.sender, ev.txn.deviceId, ev.txn.txnId, JSON.stringify({ eventId, streamOrdering }), Date.now());
+    }
+
+    // The snapshot follows the event: head first (see RoomSnapshot), then the state it changed.
+    snap.head = eventId;
+    if (ev.stateKey !== undefined) {
+      // A private copy: the content object is also part of the event handed to hooks and callers.
+      const content = (JSON.parse(json) as Pdu).content;
+      snap.state.set(stateKeyOf(ev.type, ev.stateKey), { event_id: eventId, type: ev.type, state_key: ev.stateKey, sender: ev.sender, content });
+      if (ev.type === "m.room.member" && snap.joined) {
+        if (ev.content.membership === "join") snap.joined.set(ev.stateKey, typeof ev.content.displayname === "string" ? ev.content.displayname : null);
+        else snap.joined.delete(ev.stateKey);
+      }
+    }
+    if (redacted) {
+      // Redacting a current state event changes the content the auth rules see from now on.
+      for (const e of snap.state.values()) if (e && e.event_id === redacted.eventId) e.content = redacted.content;
     }
 
     const stored: StoredEvent = { pdu: signed, eventId, roomId: ev.roomId, streamOrdering };
-    for (const hook of this.hooks) await hook({ tx, event: stored, roomVersion: version, w });
+    const view: RoomView = {
+      joinedMembers: () => snap.joinedMembers(tx),
+      stateContent: async (type, stateKey = "") => (await snap.stateEvents(tx, [[type, stateKey]])).get(stateKeyOf(type, stateKey))?.content,
+    };
+    for (const hook of this.hooks) await hook({ tx, event: stored, roomVersion: version, w, room: view });
     w.touch({ rooms: [ev.roomId] });
     return stored;
   }
 
+  /** The room's snapshot if it still describes `head`, else a fresh one (see RoomSnapshot). */
+  private snapshot(roomId: string, head: string | null): RoomSnapshot {
+    let snap = this.snapshots.get(roomId);
+    if (snap) this.snapshots.delete(roomId);
+    if (!snap || snap.head !== head || head === null) snap = new RoomSnapshot(roomId, head);
+    if (this.snapshots.size >= SNAPSHOT_LIMIT) this.snapshots.delete(this.snapshots.keys().next().value!);
+    // Re-inserted, so the map's order is least recently written first.
+    this.snapshots.set(roomId, snap);
+    return snap;
+  }
+
   /** Redaction strips the target's content for good: police data that was redacted is not kept. */
-  private async applyRedaction(tx: Tx, roomId: string, targetId: string, redactionId: string, version: RoomVersion): Promise<void> {
+  private async applyRedaction(tx: Tx, roomId: string, targetId: string, redactionId: string, version: RoomVersion): Promise<{ eventId: string; content: Record<string, unknown> } | undefined> {
     const target = await tx.selectFrom("events").select(["json", "redacted_by"]).where("event_id", "=", targetId).where("room_id", "=", roomId).executeTakeFirst();
-    if (!target || target.redacted_by) return;
+    if (!target || target.redacted_by) return undefined;
     const pdu = JSON.parse(target.json) as Pdu & { unsigned?: Record<string, unknown> };
     const redacted = redactEvent(pdu, version) as Pdu & { unsigned?: Record<string, unknown> };
     redacted.unsigned = { ...(pdu.unsigned?.replaces_state ? { replaces_state: pdu.unsigned.replaces_state } : {}) };
-    await tx.updateTable("events").set({ json: JSON.stringify(redacted), redacted_by: redactionId }).where("event_id", "=", targetId).execute();
+    const json = JSON.stringify(redacted);
+    await tx.updateTable("events").set({ json, redacted_by: redactionId }).where("event_id", "=", targetId).execute();
+    return { eventId: targetId, content: (JSON.parse(json) as Pdu).content };
   }
 
   /** The auth state an event is checked against: the current values of the selected state keys. */

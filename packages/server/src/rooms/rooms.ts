@@ -6,6 +6,7 @@ import { DEFAULT_ROOM_VERSION, ROOM_VERSIONS } from "./room-versions.js";
 import type { NewEvent, RoomEvents } from "./room-events.js";
 import { EVENT_COLUMNS, toClientEvent, type ClientEvent, type EventRow, type Viewer } from "./client-event.js";
 import type { Pdu } from "./event-crypto.js";
+import { prepared } from "../storage/prepared.js";
 
 export type Membership = "join" | "invite" | "leave" | "ban" | "knock";
 
@@ -31,14 +32,27 @@ export interface VisibleRange {
 
 const NOTHING: VisibleRange = { from: 0, to: -1 };
 
+// Asked by every long-poll /sync before it waits: compiled once (see prepared.ts).
+const selectJoinedRooms = prepared((db, userId: string) => db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join"));
+
+/** A check that may refuse a membership change before it is attempted (governance: closed channels). */
+export type MembershipGuard = (change: { roomId: string; sender: string; target: string; membership: Membership }) => Promise<void>;
+
 /** Room-level operations: creation, membership and the read side of room history. */
 export class Rooms {
+  private readonly membershipGuards: MembershipGuard[] = [];
+
   constructor(
     private readonly db: Db,
     private readonly events: RoomEvents,
     private readonly accounts: Accounts,
     private readonly serverName: string,
   ) {}
+
+  /** Adds a check run before every membership change made through `setMembership`. */
+  onMembershipChange(guard: MembershipGuard): void {
+    this.membershipGuards.push(guard);
+  }
 
   async create(creator: string, req: CreateRoomRequest): Promise<{ roomId: string; alias?: string }> {
     const version = req.room_version ?? DEFAULT_ROOM_VERSION;
@@ -158,6 +172,7 @@ export class Rooms {
     if (!(await this.exists(roomId))) throw new MatrixError("M_NOT_FOUND", "Unknown room");
     if (!isValidUserId(target)) throw new MatrixError("M_INVALID_PARAM", "Invalid user id");
     if (!this.accounts.isLocal(target)) throw new MatrixError("M_FORBIDDEN", "Federation is not enabled on this server; only local users can join rooms");
+    for (const guard of this.membershipGuards) await guard({ roomId, sender, target, membership });
     const current = await this.membership(roomId, target);
     // Repeating a join or leave is a no-op success, as clients retry them.
     if (current?.membership === membership && (membership === "join" || membership === "leave") && sender === target) {
@@ -184,7 +199,7 @@ export class Rooms {
   }
 
   async joinedRooms(userId: string): Promise<string[]> {
-    const rows = await this.db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join").execute();
+    const rows = await selectJoinedRooms(this.db, userId);
     return rows.map((r) => r.room_id);
   }
 

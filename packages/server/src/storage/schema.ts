@@ -125,6 +125,8 @@ export interface Database {
     kind: string;
     json: string;
     created_ts: number;
+    /** The device that set the pusher; its removal removes the pusher (null for older pushers). */
+    device_id: string | null;
   };
   event_push_actions: {
     room_id: string;
@@ -220,6 +222,43 @@ export interface Database {
     is_verified: number;
     session_data: string;
   };
+  /** Channels (public rooms): who owns each, whether its join rule is public, and its closure. */
+  channels: {
+    room_id: string;
+    owner: string;
+    created_ts: number;
+    join_public: number;
+    closed_ts: number | null;
+    closed_by: string | null;
+    close_reason: string | null;
+  };
+  /** How far retention has worked through the stream ('events': every expired event up to here is handled). */
+  retention_progress: { name: string; position: number };
+  /** Expired events kept without content because something still points at them (receipts, the room's newest event). */
+  retention_stubs: { event_id: string; room_id: string };
+  /** Notifications waiting for delivery to one pusher; `claim` is set while a process delivers it. */
+  push_queue: {
+    id: Generated<number>;
+    user_id: string;
+    app_id: string;
+    pushkey: string;
+    room_id: string;
+    event_id: string;
+    stream_ordering: number;
+    highlight: number;
+    attempts: number;
+    next_attempt_ts: number;
+    created_ts: number;
+    claim: string | null;
+  };
+  /** A user's duty hours (JSON of DutySettings); `off_duty` is the state last applied to presence. */
+  duty_settings: { user_id: string; mode: string; json: string; off_duty: number; updated_ts: number };
+  /** Published terms-of-use versions; the highest seq is current. */
+  terms_versions: { seq: number; version: string; text: string; published_ts: number; published_by: string };
+  /** Who accepted which terms version, when, from which device, and how (consent_page, client_api). */
+  terms_acceptances: { user_id: string; version: string; accepted_ts: number; device_id: string | null; via: string };
+  /** One-time tokens of the consent page, stored as SHA-256 digests. */
+  consent_tokens: { token_hash: string; user_id: string; device_id: string; created_ts: number; expires_ts: number; used_ts: number | null };
 }
 
 export type Dialect = "sqlite" | "postgres";

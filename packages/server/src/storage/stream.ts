@@ -1,63 +1,204 @@
 import { sql } from "kysely";
 import type { Storage, Tx } from "./database.js";
 import type { Bus, WakeUp } from "../bus/bus.js";
+import { prepared } from "./prepared.js";
+
+// Asked by every /sync (twice per long-poll cycle): compiled once, see prepared.ts.
+const selectPosition = prepared((db, name: string) => db.selectFrom("counters").select("value").where("name", "=", name));
 
 export interface StreamWrite {
   tx: Tx;
   /** Next stream position; every persisted stream item (event, receipt, account data…) takes one. */
   next(): number;
-  /** Rooms and users whose sync waiters must wake once this write commits. */
-  touch(target: { rooms?: Iterable<string>; users?: Iterable<string> }): void;
+  /**
+   * Rooms and users whose sync waiters must wake once this write commits. `kind: "presence"`
+   * says the news is only a presence change, so long-polls whose filter leaves out presence
+   * need not wake (see isPresenceOnly); without it, the news may be anything.
+   */
+  touch(target: { rooms?: Iterable<string>; users?: Iterable<string>; kind?: "presence" }): void;
+}
+
+const presenceOnlyWakeUps = new WeakSet<WakeUp>();
+
+/**
+ * Whether a wake-up published by this process announces nothing but presence changes. Every
+ * online user re-announces presence every minute and each announcement names all of the user's
+ * rooms, so in a room of thousands, waking only the long-polls that asked for presence is the
+ * difference between a handful of wake-ups and thousands per second. Wake-ups from other
+ * processes (over NATS) carry no such mark and wake everyone, which is merely slower.
+ */
+export function isPresenceOnly(w: WakeUp): boolean {
+  return presenceOnlyWakeUps.has(w);
+}
+
+interface Pending {
+  fn: (w: StreamWrite) => Promise<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+  outcome?: { ok: true; value: unknown } | { ok: false; err: unknown };
+  rooms?: Set<string>;
+  users?: Set<string>;
+  /** Whether everything it touched was touched as presence news. */
+  presenceOnly?: boolean;
 }
 
 /**
- * The one ordered write path. A transaction that allocates stream positions holds the lock on the
- * stream counter until it commits, so positions become visible strictly in order: a reader that
- * sees position N has seen everything below N. SQLite has a single writer anyway; on PostgreSQL
- * the row lock on `counters` serialises the writers.
+ * Most writes one commit carries. Large enough to absorb every concurrent sender of a busy
+ * process; small enough that the first write of a batch is not kept waiting long for its commit
+ * (and, on PostgreSQL, that other processes get the counter lock regularly).
+ */
+const MAX_BATCH = 256;
+
+/**
+ * The one ordered write path, with group commit.
+ *
+ * Positions: a transaction that allocates stream positions holds the lock on the stream counter
+ * until it commits, so positions become visible strictly in order: a reader that sees position N
+ * has seen everything below N. SQLite has a single writer anyway; on PostgreSQL the row lock on
+ * `counters` serialises the writers of all processes.
+ *
+ * Group commit: committing is the expensive part of a small write (an fsync with
+ * synchronous=FULL on SQLite, a WAL flush and a round trip on PostgreSQL, and on PostgreSQL the
+ * counter lock is held across it). Writes that arrive while a commit is in progress queue up and
+ * then run together in the next transaction, one after another, each inside its own SAVEPOINT:
+ *
+ * - atomicity and error isolation per write: a write that throws is rolled back to its savepoint
+ *   and gets its own error; the others in the batch commit as if it had never run, and the
+ *   positions it took are handed out again, so the stream stays gap-free;
+ * - ordering: writes run in arrival order and take positions in that order;
+ * - durability: a write's promise settles only after the batch commits, so every acknowledged
+ *   write has been made durable (synchronous=FULL stays on); if the commit fails, every write
+ *   of the batch fails with that error and none is acknowledged.
+ *
+ * Batching needs no timer: a batch takes whatever has queued up by the time it starts (see
+ * `drain`), so batches grow exactly as fast as writes arrive, and a lone write waits only for
+ * one turn of the event loop.
+ *
+ * A write function must not call `write` itself (it would wait for its own batch), and must do
+ * its database work through `w.tx` — as before batching.
  */
 export class StreamWriter {
-  private localMax = 0;
+  private readonly queue: Pending[] = [];
+  private draining = false;
 
   constructor(
     private readonly storage: Storage,
     private readonly bus: Bus,
   ) {}
 
-  async write<T>(fn: (w: StreamWrite) => Promise<T>): Promise<T> {
-    const rooms = new Set<string>();
-    const users = new Set<string>();
-    let pos = 0;
-    let start = 0;
-    const result = await this.storage.db.transaction().execute(async (tx) => {
-      const locked =
-        this.storage.dialect === "postgres"
-          ? await sql<{ value: number }>`select value from counters where name = 'stream' for update`.execute(tx)
-          : await sql<{ value: number }>`select value from counters where name = 'stream'`.execute(tx);
-      start = Number(locked.rows[0]?.value ?? 0);
-      pos = start;
-      const out = await fn({
-        tx,
-        next: () => ++pos,
-        touch: (t) => {
-          for (const r of t.rooms ?? []) rooms.add(r);
-          for (const u of t.users ?? []) users.add(u);
-        },
-      });
-      if (pos !== start) await tx.updateTable("counters").set({ value: pos }).where("name", "=", "stream").execute();
-      return out;
+  write<T>(fn: (w: StreamWrite) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.draining) {
+        this.draining = true;
+        setImmediate(() => void this.drain());
+      }
     });
-    if (pos !== start) {
-      if (pos > this.localMax) this.localMax = pos;
-      const wake: WakeUp = { position: pos, rooms: [...rooms], users: [...users] };
-      this.bus.publish(wake);
+  }
+
+  /**
+   * Runs batches until the queue is empty. Each batch starts from a macrotask (setImmediate):
+   * SQLite queries complete synchronously, so a request runs from its socket read to
+   * `write` without yielding, and a transaction started right there would run to its commit
+   * before the next request is even parsed — batches of one. Waiting for the check phase lets
+   * every request the last I/O poll delivered join the batch first.
+   */
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        await this.runBatch(this.queue.splice(0, MAX_BATCH));
+        if (this.queue.length > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      this.draining = false;
     }
-    return result;
+  }
+
+  private async runBatch(batch: Pending[]): Promise<void> {
+    // A lone write needs no savepoint: its failure rolls back the whole transaction, which is
+    // exactly its own work.
+    const single = batch.length === 1;
+    let start = 0;
+    let pos = 0;
+    try {
+      await this.storage.db.transaction().execute(async (tx) => {
+        const locked =
+          this.storage.dialect === "postgres"
+            ? await sql<{ value: number }>`select value from counters where name = 'stream' for update`.execute(tx)
+            : await sql<{ value: number }>`select value from counters where name = 'stream'`.execute(tx);
+        start = Number(locked.rows[0]?.value ?? 0);
+        pos = start;
+        for (const item of batch) {
+          const before = pos;
+          const rooms = new Set<string>();
+          const users = new Set<string>();
+          let presenceOnly = true;
+          const w: StreamWrite = {
+            tx,
+            next: () => ++pos,
+            touch: (t) => {
+              for (const r of t.rooms ?? []) rooms.add(r);
+              for (const u of t.users ?? []) users.add(u);
+              if (t.kind !== "presence") presenceOnly = false;
+            },
+          };
+          if (single) {
+            item.outcome = { ok: true, value: await item.fn(w) };
+          } else {
+            await sql`savepoint stream_write`.execute(tx);
+            try {
+              item.outcome = { ok: true, value: await item.fn(w) };
+            } catch (err) {
+              // Undo this write only; a failure to do so (a broken connection) fails the batch.
+              await sql`rollback to savepoint stream_write`.execute(tx);
+              await sql`release savepoint stream_write`.execute(tx);
+              pos = before;
+              item.outcome = { ok: false, err };
+              continue;
+            }
+            await sql`release savepoint stream_write`.execute(tx);
+          }
+          item.rooms = rooms;
+          item.users = users;
+          item.presenceOnly = presenceOnly;
+        }
+        if (pos !== start) await tx.updateTable("counters").set({ value: pos }).where("name", "=", "stream").execute();
+      });
+    } catch (err) {
+      // Nothing of this batch committed. A write that failed on its own keeps its own error.
+      for (const item of batch) item.reject(item.outcome?.ok === false ? item.outcome.err : err);
+      return;
+    }
+    if (pos !== start) {
+      const rooms = new Set<string>();
+      const users = new Set<string>();
+      let presenceOnly = true;
+      for (const item of batch) {
+        for (const r of item.rooms ?? []) rooms.add(r);
+        for (const u of item.users ?? []) users.add(u);
+        // Writes that touched nobody name no waiter, so only the others decide.
+        if (item.outcome?.ok && item.presenceOnly === false) presenceOnly = false;
+      }
+      // One wake-up for the batch: waiters compare positions, and every item is at or below it.
+      const wake: WakeUp = { position: pos, rooms: [...rooms], users: [...users] };
+      if (presenceOnly) presenceOnlyWakeUps.add(wake);
+      try {
+        this.bus.publish(wake);
+      } catch (err) {
+        // The batch is committed whatever a subscriber does; its writers must still hear so.
+        process.emitWarning(`stream wake-up subscriber failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    for (const item of batch) {
+      const o = item.outcome!;
+      if (o.ok) item.resolve(o.value);
+      else item.reject(o.err);
+    }
   }
 
   /** The highest committed position (read from the database so other processes' writes count). */
   async current(): Promise<number> {
-    const row = await this.storage.db.selectFrom("counters").select("value").where("name", "=", "stream").executeTakeFirst();
+    const [row] = await selectPosition(this.storage.db, "stream");
     return Number(row?.value ?? 0);
   }
 }

@@ -8,7 +8,10 @@ import type { Ephemeral } from "../rooms/ephemeral.js";
 import type { Notifier } from "./notifier.js";
 import type { Devices } from "../users/devices.js";
 import { toClientEvent, type ClientEvent, type Viewer } from "../rooms/client-event.js";
-import { DEFAULT_TIMELINE_LIMIT, matchesEventFilter, roomAllowed, type Filter } from "./filter.js";
+import { DEFAULT_TIMELINE_LIMIT, matchesEventFilter, roomAllowed, typeMatches, type EventFilter, type Filter } from "./filter.js";
+import { SharedSyncCache } from "./shared-cache.js";
+import { prepared } from "../storage/prepared.js";
+import { isPresenceOnly } from "../storage/stream.js";
 
 export interface SyncParams {
   since: string | undefined;
@@ -19,6 +22,20 @@ export interface SyncParams {
 }
 
 type Json = Record<string, unknown>;
+
+/**
+ * Widest window (in stream positions) for which "which rooms changed" is answered once for every
+ * syncing client rather than per client: long-polls ask about the last few positions; a client
+ * back after hours asks about a window of its own, better narrowed by its rooms first.
+ */
+const SHARED_WINDOW = 5000;
+/** Timeline pages are shared for windows this short: what long-polls ask for, and small. */
+const SHARED_TIMELINE_WINDOW = 100;
+
+// Every /sync starts here: compiled once (see prepared.ts).
+const selectMemberships = prepared((db, userId: string, upto: number) =>
+  db.selectFrom("room_members").select(["room_id", "membership", "stream_ordering", "event_id"]).where("user_id", "=", userId).where("forgotten", "=", 0).where("stream_ordering", "<=", upto),
+);
 
 /** Extra /sync sections other modules fill (to-device, device lists, key counts). */
 export type SyncExtension = (ctx: { viewer: Viewer; since: number | null; upto: number; joinedRooms: string[] }, out: Json) => Promise<void>;
@@ -43,6 +60,7 @@ interface MemberRow {
 /** Assembles /sync responses from the database at a fixed upper position. */
 export class SyncService {
   private readonly extensions: SyncExtension[] = [];
+  private readonly shared = new SharedSyncCache();
 
   constructor(
     private readonly d: {
@@ -55,7 +73,14 @@ export class SyncService {
       notifier: Notifier;
       devices: Devices;
     },
-  ) {}
+  ) {
+    d.notifier.observe((w) => {
+      // Presence touches every room of the user but changes nothing cached about them; with
+      // thousands of members re-announcing presence, dropping on it would leave nothing shared.
+      if (isPresenceOnly(w)) return;
+      for (const r of w.rooms) this.shared.dropRoom(r);
+    });
+  }
 
   extend(ext: SyncExtension): void {
     this.extensions.push(ext);
@@ -71,12 +96,19 @@ export class SyncService {
         // stream catches up; answer with the current position so the client resynchronises.
         return this.build(viewer, null, upto, p);
       }
-      const out = await this.build(viewer, since, upto, p);
-      const remaining = deadline - Date.now();
       // After shutdown began, waiting returns at once: answer now instead of polling the database.
-      if (since === null || remaining <= 0 || hasNews(out) || p.signal?.aborted || this.d.notifier.isClosed) return out;
+      const answerNow = () => since === null || Date.now() >= deadline || p.signal?.aborted === true || this.d.notifier.isClosed;
+      // A client back with the newest token (every long-poll after a delivery) cannot have news:
+      // each section of an incremental response reports what changed in (since, upto], and
+      // (since, since] is empty. Skipping that build halves the work of a long-poll cycle. (The
+      // one side effect of a build, acknowledging to-device messages up to `since`, happens in
+      // the build that answers the request instead.)
+      if (since !== upto || p.fullState || answerNow()) {
+        const out = await this.build(viewer, since, upto, p);
+        if (answerNow() || hasNews(out)) return out;
+      }
       const rooms = new Set(await this.d.rooms.joinedRooms(viewer.userId));
-      await this.d.notifier.wait(viewer.userId, rooms, upto, remaining, p.signal);
+      await this.d.notifier.wait(viewer.userId, rooms, upto, deadline - Date.now(), p.signal, { presence: wantsType(p.filter?.presence, "m.presence") });
       if (Date.now() >= deadline || p.signal?.aborted) return this.build(viewer, since, await this.d.stream.current(), p);
     }
   }
@@ -85,13 +117,7 @@ export class SyncService {
     const { db } = this.d;
     const filter = p.filter;
     const roomFilter = filter?.room;
-    const memberships = (await db
-      .selectFrom("room_members")
-      .select(["room_id", "membership", "stream_ordering", "event_id"])
-      .where("user_id", "=", viewer.userId)
-      .where("forgotten", "=", 0)
-      .where("stream_ordering", "<=", upto)
-      .execute()) as MemberRow[];
+    const memberships = (await selectMemberships(db, viewer.userId, upto)) as MemberRow[];
     // A membership row may have moved past `upto` since; those rooms wait for the next sync.
     const joined = memberships.filter((m) => m.membership === "join" && roomAllowed(roomFilter, m.room_id));
     const joinedIds = joined.map((m) => m.room_id);
@@ -101,24 +127,40 @@ export class SyncService {
     const leave: Json = {};
     const knock: Json = {};
 
+    // For a short window (what a long-polling client asks for), which rooms got events, receipts
+    // or typing changes is asked once for everybody syncing over the same window, then narrowed
+    // to this user's rooms; only those rooms are looked at further.
+    const shortWindow = since !== null && upto - since <= SHARED_WINDOW;
+    const inWindow = (kind: "events" | "receipts" | "typing", rooms: string[]): Promise<string[]> =>
+      shortWindow && since !== null ? this.roomsChangedIn(kind, since, upto).then((changed) => rooms.filter((r) => changed.has(r))) : Promise.resolve(rooms);
+
     let changedRooms: Set<string> | null = null;
     if (since !== null && !p.fullState && joinedIds.length > 0) {
-      changedRooms = new Set(
-        (
-          await db
-            .selectFrom("events")
-            .select("room_id")
-            .distinct()
-            .where("stream_ordering", ">", since)
-            .where("stream_ordering", "<=", upto)
-            .where("room_id", "in", joinedIds)
-            .execute()
-        ).map((r) => r.room_id),
-      );
+      const candidates = await inWindow("events", joinedIds);
+      changedRooms = shortWindow
+        ? new Set(candidates)
+        : new Set(
+            (
+              await db
+                .selectFrom("events")
+                .select("room_id")
+                .distinct()
+                .where("stream_ordering", ">", since)
+                .where("stream_ordering", "<=", upto)
+                .where("room_id", "in", candidates)
+                .execute()
+            ).map((r) => r.room_id),
+          );
     }
+    const receiptRooms = since === null ? joinedIds : await inWindow("receipts", joinedIds);
+    const typingRooms = since === null ? joinedIds : await inWindow("typing", joinedIds);
     const [receipts, typing, roomAccountData] = await Promise.all([
-      filterEphemeral(roomFilter) ? (since === null ? this.d.ephemeral.receiptsFor(joinedIds, viewer.userId) : this.d.ephemeral.receiptsSince(joinedIds, since, upto, viewer.userId)) : new Map<string, Json>(),
-      since !== null && filterEphemeral(roomFilter) ? this.d.ephemeral.typingSince(joinedIds, since, upto) : new Map<string, string[]>(),
+      filterEphemeral(roomFilter) && receiptRooms.length > 0
+        ? since === null
+          ? this.d.ephemeral.receiptsFor(joinedIds, viewer.userId)
+          : this.d.ephemeral.receiptsSince(receiptRooms, since, upto, viewer.userId)
+        : new Map<string, Json>(),
+      since !== null && filterEphemeral(roomFilter) && typingRooms.length > 0 ? this.d.ephemeral.typingSince(typingRooms, since, upto) : new Map<string, string[]>(),
       since === null ? this.d.accountData.all(viewer.userId) : this.d.accountData.changedSince(viewer.userId, since, upto),
     ]);
 
@@ -129,7 +171,8 @@ export class SyncService {
       const hasEvents = since === null || p.fullState || newlyJoined || changedRooms?.has(m.room_id) === true;
       const roomData: Json = {};
       if (hasEvents) {
-        Object.assign(roomData, await this.roomTimelineAndState(viewer, m.room_id, newlyJoined || p.fullState ? null : since, upto, filter));
+        const joinedBefore = since !== null && !newlyJoined && !p.fullState && m.stream_ordering <= since;
+        Object.assign(roomData, await this.roomTimelineAndState(viewer, m.room_id, newlyJoined || p.fullState ? null : since, upto, filter, joinedBefore));
       }
       const eph: Json[] = [];
       const r = receipts.get(m.room_id);
@@ -181,11 +224,30 @@ export class SyncService {
     return out;
   }
 
-  /** Timeline (newest `limit` events after `since`, up to `upto`) and the state before it. */
-  private async roomTimelineAndState(viewer: Viewer, roomId: string, since: number | null, upto: number, filter: Filter | undefined): Promise<Json> {
+  /** Rooms with any item of `kind` in (since, upto]: one query per window, shared (see build). */
+  private roomsChangedIn(kind: "events" | "receipts" | "typing", since: number, upto: number): Promise<Set<string>> {
+    return this.shared.get(`${kind}:${since}:${upto}`, undefined, async () => {
+      const db = this.d.db;
+      const rows =
+        kind === "events"
+          ? await db.selectFrom("events").select("room_id").distinct().where("stream_ordering", ">", since).where("stream_ordering", "<=", upto).execute()
+          : kind === "receipts"
+            ? await db.selectFrom("receipts").select("room_id").distinct().where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute()
+            : await db.selectFrom("typing").select("room_id").distinct().where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute();
+      return new Set(rows.map((r) => r.room_id));
+    }, (rooms) => 64 + rooms.size * 64);
+  }
+
+  /**
+   * Timeline (newest `limit` events after `since`, up to `upto`) and the state before it.
+   * `joinedBefore`: the viewer is joined and its membership has not changed since `since`; then
+   * history visibility lets it see all of (since, upto], without looking (see visibleRange: its
+   * range starts at or before its join, at or before `since`, and is open-ended while joined).
+   */
+  private async roomTimelineAndState(viewer: Viewer, roomId: string, since: number | null, upto: number, filter: Filter | undefined, joinedBefore = false): Promise<Json> {
     const tf = filter?.room?.timeline;
     const limit = Math.min(tf?.limit ?? DEFAULT_TIMELINE_LIMIT, 500);
-    const range = await this.d.rooms.visibleRange(roomId, viewer.userId);
+    const range = joinedBefore && since !== null ? { from: since, to: Number.MAX_SAFE_INTEGER } : await this.d.rooms.visibleRange(roomId, viewer.userId);
     const after = Math.max(since ?? 0, range.from);
     const end = Math.min(upto, range.to);
     const timeline: ClientEvent[] = [];
@@ -194,8 +256,20 @@ export class SyncService {
     let firstPos: number | null = null;
     const now = Date.now();
     // Fetch in pages so filtered-out events do not starve the timeline.
+    const pageSize = Math.max(limit * 2, 20);
     while (!limited && cursor > after) {
-      const rows = await this.d.rooms.eventsBetween(roomId, { after, upto: cursor, dir: "b", limit: Math.max(limit * 2, 20) });
+      // The newest page is what every member of a room asks for after a new message: shared
+      // (rows only; each viewer formats its own copy, with its own transaction ids and ages).
+      const from = cursor;
+      const rows =
+        from === end && end - after <= SHARED_TIMELINE_WINDOW
+          ? await this.shared.get(
+              `timeline:${roomId}:${after}:${end}:${pageSize}`,
+              roomId,
+              () => this.d.rooms.eventsBetween(roomId, { after, upto: from, dir: "b", limit: pageSize }),
+              (page) => page.reduce((n, r) => n + r.json.length + 200, 0),
+            )
+          : await this.d.rooms.eventsBetween(roomId, { after, upto: cursor, dir: "b", limit: pageSize });
       if (rows.length === 0) break;
       for (const row of rows) {
         const ev = toClientEvent(row, { now, viewer, withRoomId: false });
@@ -235,16 +309,29 @@ export class SyncService {
       timeline: { events: timeline, limited, prev_batch: formatToken(startPos) },
       state: { events: state },
     };
-    if (since === null || limited || lazy) result.summary = await this.summary(roomId, viewer.userId);
+    // A former member gets the summary as of their leave, not who is in the room now.
+    if (since === null || limited || lazy) result.summary = await this.summary(roomId, viewer.userId, range.to < Number.MAX_SAFE_INTEGER ? end : null);
     return result;
   }
 
-  private async summary(roomId: string, userId: string): Promise<Json> {
-    const rows = await this.d.db.selectFrom("room_members").select(["user_id", "membership"]).where("room_id", "=", roomId).where("membership", "in", ["join", "invite"]).orderBy("stream_ordering").limit(5000).execute();
-    const joined = rows.filter((r) => r.membership === "join").length;
-    const invited = rows.length - joined;
-    const heroes = rows.filter((r) => r.user_id !== userId).slice(0, 5).map((r) => r.user_id);
-    return { "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited };
+  private async summary(roomId: string, userId: string, at: number | null = null): Promise<Json> {
+    // Every member's sync asks this of a big room at once (lazy-loading clients on every
+    // incremental sync): counted once and shared until a write to the room drops it (see the
+    // constructor; member changes are room events), so it stays "who is in the room now", as
+    // if queried. Not keyed by position: presence writes in between would make every sync of
+    // a wave see a position of its own. Each viewer only drops itself from the first heroes.
+    const base =
+      at === null
+        ? await this.shared.get(`members:${roomId}`, roomId, async () =>
+            summarise(await this.d.db.selectFrom("room_members").select(["user_id", "membership"]).where("room_id", "=", roomId).where("membership", "in", ["join", "invite"]).orderBy("stream_ordering").limit(5000).execute()),
+          )
+        : summarise(
+            (await this.d.rooms.stateAt(roomId, at, { types: ["m.room.member"] }))
+              .filter((e) => e.type === "m.room.member" && (e.content.membership === "join" || e.content.membership === "invite"))
+              .map((e) => ({ user_id: e.state_key!, membership: e.content.membership as string })),
+          );
+    const heroes = base.firstMembers.filter((u) => u !== userId).slice(0, 5);
+    return { "m.heroes": heroes, "m.joined_member_count": base.joined, "m.invited_member_count": base.invited };
   }
 
   private async strippedState(roomId: string, memberEventId: string): Promise<Json[]> {
@@ -260,10 +347,38 @@ export class SyncService {
   }
 
   private async presence(userId: string, joinedRooms: string[], since: number | null, upto: number, filter: Filter | undefined): Promise<Json[]> {
-    if (joinedRooms.length === 0) return [];
-    const sharers = await this.d.db.selectFrom("room_members").select("user_id").distinct().where("room_id", "in", joinedRooms).where("membership", "=", "join").execute();
-    const users = sharers.map((r) => r.user_id);
-    if (!users.includes(userId)) users.push(userId);
+    if (joinedRooms.length === 0 || !wantsType(filter?.presence, "m.presence")) return [];
+    let users: string[];
+    if (since === null) {
+      const sharers = await this.d.db.selectFrom("room_members").select("user_id").distinct().where("room_id", "in", joinedRooms).where("membership", "=", "join").execute();
+      users = sharers.map((r) => r.user_id);
+      if (!users.includes(userId)) users.push(userId);
+    } else {
+      // Incremental: start from the few users whose presence changed in (since, upto] — one
+      // query shared by every sync over that range — instead of listing every member of every
+      // room (thousands of rows per sync in a big room), then keep those sharing a room.
+      const changed = await this.shared.get(
+        `presence:${since}:${upto}`,
+        undefined,
+        async () => (await this.d.db.selectFrom("presence").select("user_id").where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute()).map((r) => r.user_id),
+        (users) => 64 + users.length * 64,
+      );
+      if (changed.length === 0) return [];
+      users = changed.includes(userId) ? [userId] : [];
+      const others = changed.filter((u) => u !== userId);
+      for (let i = 0; i < others.length; i += 500) {
+        const rows = await this.d.db
+          .selectFrom("room_members")
+          .select("user_id")
+          .distinct()
+          .where("room_id", "in", joinedRooms)
+          .where("membership", "=", "join")
+          .where("user_id", "in", others.slice(i, i + 500))
+          .execute();
+        for (const r of rows) users.push(r.user_id);
+      }
+      if (users.length === 0) return [];
+    }
     const events = await this.d.ephemeral.presenceSince(users, since ?? 0, upto);
     return events.filter((e) => matchesEventFilter(filter?.presence, { type: e.type, sender: e.sender, content: e.content }));
   }
@@ -273,6 +388,19 @@ export class SyncService {
     const rows = await this.d.db.selectFrom("events").select(["event_id", "stream_ordering"]).where("event_id", "in", eventIds).execute();
     return new Map(rows.map((r) => [r.event_id, r.stream_ordering]));
   }
+}
+
+/** Member counts and the first six members (heroes are five of them other than the viewer). */
+function summarise(rows: ReadonlyArray<{ user_id: string; membership: string }>): { joined: number; invited: number; firstMembers: string[] } {
+  const joined = rows.filter((r) => r.membership === "join").length;
+  return { joined, invited: rows.length - joined, firstMembers: rows.slice(0, 6).map((r) => r.user_id) };
+}
+
+/** Whether an event filter lets any event of this type through (types and not_types only). */
+function wantsType(f: EventFilter | undefined, type: string): boolean {
+  if (!f) return true;
+  if (f.not_types?.some((p) => typeMatches(p, type))) return false;
+  return !f.types || f.types.some((p) => typeMatches(p, type));
 }
 
 function filterEphemeral(roomFilter: Filter["room"] | undefined): boolean {

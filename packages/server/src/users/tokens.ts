@@ -20,6 +20,8 @@ export interface IssuedTokens {
  * password-style stretching needed).
  */
 export class Tokens {
+  private readonly settled = new Set<string>();
+
   constructor(
     private readonly db: Db,
     private readonly accessLifetimeMs: number | null,
@@ -64,7 +66,7 @@ export class Tokens {
     const row = await this.db
       .selectFrom("access_tokens")
       .innerJoin("users", "users.user_id", "access_tokens.user_id")
-      .select(["access_tokens.user_id", "access_tokens.device_id", "access_tokens.expires_ts", "users.deactivated"])
+      .select(["access_tokens.user_id", "access_tokens.device_id", "access_tokens.expires_ts", "access_tokens.refresh_token_hash", "users.deactivated"])
       .where("access_tokens.token_hash", "=", hash)
       .executeTakeFirst();
     if (!row || row.deactivated) {
@@ -73,7 +75,19 @@ export class Tokens {
     if (row.expires_ts !== null && row.expires_ts <= Date.now()) {
       throw new MatrixError("M_UNKNOWN_TOKEN", "Access token has expired", { extra: { soft_logout: true } });
     }
+    if (row.refresh_token_hash && !this.settled.has(hash)) await this.retirePredecessor(hash, row.refresh_token_hash);
     return { userId: row.user_id, deviceId: row.device_id, tokenHash: hash };
+  }
+
+  /**
+   * The first use of an access token proves its refresh response arrived, so the refresh token it
+   * replaced dies now; otherwise a copied old refresh token would keep minting sessions.
+   */
+  private async retirePredecessor(accessHash: string, refreshHash: string): Promise<void> {
+    await this.db.deleteFrom("refresh_tokens").where("next_token_hash", "=", refreshHash).execute();
+    // Remembered per process only to skip the delete on later requests; a miss just repeats it.
+    if (this.settled.size >= 100_000) this.settled.clear();
+    this.settled.add(accessHash);
   }
 
   /**
@@ -93,6 +107,8 @@ export class Tokens {
       await tx.updateTable("refresh_tokens").set({ next_token_hash: sha256Hex(issued.refresh_token!) }).where("token_hash", "=", hash).execute();
       // The access tokens issued with the old refresh token are superseded now.
       await tx.deleteFrom("access_tokens").where("refresh_token_hash", "=", hash).execute();
+      // Using this refresh token proves its own refresh response arrived: its predecessor dies too.
+      await tx.deleteFrom("refresh_tokens").where("next_token_hash", "=", hash).execute();
     });
     return issued;
   }

@@ -5,9 +5,11 @@ import { toAdminUser } from "../../governance/governance.js";
 
 const MAX_IMPORT_BYTES = 2 * 1024 * 1024;
 
-async function readText(stream: Readable, limit: number): Promise<string> {
+async function readText(stream: Readable | undefined, limit: number): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
+  // A request without a body never reaches the raw-body parser: an empty file, not a 500.
+  if (stream === undefined || stream === null) return "";
   for await (const chunk of stream) {
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
     size += buf.length;
@@ -33,7 +35,7 @@ export const adminUserRoutes = [
   adminRoute(
     { method: "POST", url: "/users/import", action: "users.import", rawBody: true },
     { summary: "Create users from CSV rows localpart,displayname,role,password (password optional); per-row results", response: ImportResponse, consumes: "text/csv" },
-    async ({ req, actor }, s) => s.governance.importCsv(actor, await readText(req.body as Readable, MAX_IMPORT_BYTES)),
+    async ({ req, actor }, s) => s.governance.importCsv(actor, await readText(req.body as Readable | undefined, MAX_IMPORT_BYTES)),
   ),
 
   adminRoute({ method: "GET", url: "/users/:userId", params: UserParams, action: "users.read" }, { summary: "One user", response: UserDetails }, async ({ params }, s) => {

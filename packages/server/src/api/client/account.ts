@@ -6,11 +6,37 @@ import { sha256Hex } from "../../lib/random.js";
 
 const Auth = Type.Optional(Type.Unknown());
 
-/** Leaves every room, kills every token and device; the account row stays so the id is never reused. */
-export async function deactivateAccount(s: Services, userId: string): Promise<void> {
+/**
+ * Leaves every room, kills every token and device, and deletes what only served the account's own
+ * use (pushers, account data, push rules, filters, presence, cross-signing keys, key backup).
+ * With `erase` the profile and every uploaded file go too. The account row stays so the id is
+ * never reused; messages already delivered stay with the rooms' other members.
+ */
+export async function deactivateAccount(s: Services, userId: string, opts: { erase?: boolean } = {}): Promise<void> {
   await s.accounts.markDeactivated(userId);
   await s.tokens.revokeAll(userId);
   await s.devices.removeAll(userId);
+  const db = s.storage.db;
+  await db.transaction().execute(async (tx) => {
+    await tx.deleteFrom("pushers").where("user_id", "=", userId).execute();
+    await tx.deleteFrom("account_data").where("user_id", "=", userId).execute();
+    await tx.deleteFrom("push_rules").where("user_id", "=", userId).execute();
+    await tx.deleteFrom("filters").where("user_id", "=", userId).execute();
+    await tx.deleteFrom("presence").where("user_id", "=", userId).execute();
+    await tx.deleteFrom("e2e_cross_signing_keys").where("user_id", "=", userId).execute();
+    await tx.deleteFrom("e2e_signatures").where((eb) => eb.or([eb("target_user_id", "=", userId), eb("signer_user_id", "=", userId)])).execute();
+    await tx.deleteFrom("e2e_room_keys").where("user_id", "=", userId).execute();
+    await tx.deleteFrom("e2e_room_keys_versions").where("user_id", "=", userId).execute();
+    await tx.deleteFrom("duty_settings").where("user_id", "=", userId).execute();
+    await tx.deleteFrom("enrollment_codes").where("user_id", "=", userId).execute();
+    // Terms acceptances stay: they are the organisation's record of what the user agreed to.
+  });
+  // The cross-signing keys are gone: everyone sharing a room must re-query them.
+  await s.devices.markChanged(userId);
+  if (opts.erase) {
+    await s.accounts.setProfile(userId, { displayname: null, avatar_url: null });
+    await s.media.deleteAll(userId);
+  }
   const rows = await s.storage.db.selectFrom("room_members").select(["room_id", "membership"]).where("user_id", "=", userId).where("membership", "in", ["join", "invite", "knock"]).execute();
   for (const r of rows) {
     try {
@@ -98,7 +124,7 @@ export const accountRoutes = [
     },
     async ({ user, body }, s) => {
       await s.uia.require({ method: "POST", path: "/account/deactivate", body: body as Record<string, unknown>, userId: user.userId });
-      await deactivateAccount(s, user.userId);
+      await deactivateAccount(s, user.userId, { erase: body.erase === true });
       return { id_server_unbind_result: "no-support" };
     },
   ),
@@ -130,9 +156,16 @@ async function completeRegistrationAuth(s: Services, auth: unknown): Promise<voi
   const a = auth as Record<string, unknown>;
   if (s.config.registration.tokenRequired) {
     if (a.type !== "m.login.registration_token" || typeof a.token !== "string") throw registrationChallenge(s);
-    const hash = sha256Hex(a.token);
-    if (!(await registrationTokenUsable(s, a.token))) throw new MatrixError("M_FORBIDDEN", "Invalid or used-up registration token", { status: 401 });
-    await s.storage.db.updateTable("registration_tokens").set((eb) => ({ completed: eb("completed", "+", 1) })).where("token_hash", "=", hash).execute();
+    // The conditional update is the check: two registrations racing for the last use cannot both win.
+    const now = Date.now();
+    const spent = await s.storage.db
+      .updateTable("registration_tokens")
+      .set((eb) => ({ completed: eb("completed", "+", 1) }))
+      .where("token_hash", "=", sha256Hex(a.token))
+      .where((eb) => eb.or([eb("expiry_ts", "is", null), eb("expiry_ts", ">=", now)]))
+      .where((eb) => eb.or([eb("uses_allowed", "is", null), eb("completed", "<", eb.ref("uses_allowed"))]))
+      .executeTakeFirst();
+    if (Number(spent.numUpdatedRows) !== 1) throw new MatrixError("M_FORBIDDEN", "Invalid or used-up registration token", { status: 401 });
     return;
   }
   if (a.type !== "m.login.dummy") throw registrationChallenge(s);

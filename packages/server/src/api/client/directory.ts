@@ -118,13 +118,18 @@ export const directoryRoutes = [
       if (!(await s.rooms.exists(params.roomId))) throw new MatrixError("M_NOT_FOUND", "Unknown room");
       await s.rooms.requireJoined(params.roomId, user.userId);
       if ((await powerLevel(s, params.roomId, user.userId)) < 50) throw new MatrixError("M_FORBIDDEN", "You need moderator rights to change directory visibility");
-      await s.rooms.setVisibility(params.roomId, body.visibility ?? "public");
+      const visibility = body.visibility ?? "public";
+      if (visibility === "public") for (const guard of s.publishRoomGuards) await guard(user.userId, params.roomId, s);
+      await s.rooms.setVisibility(params.roomId, visibility);
+      if (visibility === "public") for (const hook of s.roomPublishedHooks) await hook(user.userId, params.roomId, s);
       return {};
     },
   ),
 
   route(
-    { method: "GET", url: "/_matrix/client/v3/publicRooms", auth: "optional", query: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 0 })), since: Type.Optional(Type.String()), server: Type.Optional(Type.String()) }) },
+    // The spec lets anyone read the directory; an organisation's channel names and topics are
+    // internal, so Revier asks for a token here as it does for the POST variant.
+    { method: "GET", url: "/_matrix/client/v3/publicRooms", query: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 0 })), since: Type.Optional(Type.String()), server: Type.Optional(Type.String()) }) },
     async ({ query }, s) => publicRooms(s, { ...(query.limit !== undefined ? { limit: query.limit } : {}), ...(query.since !== undefined ? { since: query.since } : {}) }),
   ),
 

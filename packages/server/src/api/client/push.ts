@@ -2,6 +2,7 @@ import { Type } from "@sinclair/typebox";
 import { MatrixError } from "@revier/protocol";
 import { route } from "../../http/route.js";
 import { deleteRule, getRule, putRule, setActions, setEnabled } from "../../push/ruleset.js";
+import { validateWebPushPusher, WEBPUSH_KIND } from "../../push/web-push.js";
 
 const RuleParams = Type.Object({ scope: Type.String({ maxLength: 64 }), kind: Type.String({ maxLength: 64 }), ruleId: Type.String({ minLength: 1, maxLength: 255 }) });
 
@@ -64,7 +65,7 @@ export const pushRoutes = [
       body: Type.Object(
         {
           pushkey: Type.String({ minLength: 1, maxLength: 512 }),
-          kind: Type.Union([Type.Literal("http"), Type.Literal("email"), Type.Null()]),
+          kind: Type.Union([Type.Literal("http"), Type.Literal("email"), Type.Literal(WEBPUSH_KIND), Type.Null()]),
           app_id: Type.String({ minLength: 1, maxLength: 64 }),
           app_display_name: Type.Optional(Type.String({ maxLength: 255 })),
           device_display_name: Type.Optional(Type.String({ maxLength: 255 })),
@@ -92,8 +93,20 @@ export const pushRoutes = [
         }
         for (const f of ["app_display_name", "device_display_name", "lang"] as const) if (body[f] === undefined) throw new MatrixError("M_MISSING_PARAM", `${f} is required`);
       }
-      await s.push.setPusher(user.userId, { ...body, kind: body.kind }, body.append === true);
+      if (body.kind === WEBPUSH_KIND) {
+        if (!s.webPush) throw new MatrixError("M_INVALID_PARAM", "Web Push is not available on this server");
+        validateWebPushPusher(body.pushkey, body.data);
+        for (const f of ["app_display_name", "device_display_name", "lang"] as const) if (body[f] === undefined) throw new MatrixError("M_MISSING_PARAM", `${f} is required`);
+      }
+      if (body.kind !== null && typeof body.data?.url === "string") await s.pushDestinations.check(body.data.url);
+      await s.push.setPusher(user.userId, user.deviceId, { ...body, kind: body.kind }, body.append === true);
       return {};
     },
   ),
+
+  /** Revier's web app subscribes its service worker with this key (Web Push pushers, kind org.revier.webpush). */
+  route({ method: "GET", url: "/_revier/client/v1/push/vapid" }, async (_ctx, s) => {
+    if (!s.webPush) throw new MatrixError("M_NOT_FOUND", "Web Push is not available on this server");
+    return { public_key: s.webPush.keys.publicKey, pusher_kind: WEBPUSH_KIND };
+  }),
 ];

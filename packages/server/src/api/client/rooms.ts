@@ -50,6 +50,10 @@ const CreateRoomBody = Type.Object(
 
 /** Hooks that may refuse or adjust a room creation (channel policy). */
 export type CreateRoomGuard = (userId: string, body: Static<typeof CreateRoomBody>, s: Services) => Promise<void>;
+/** Hooks that may refuse making an existing room public (directory listing or `public` join rule): channel policy. */
+export type PublishRoomGuard = (userId: string, roomId: string, s: Services) => Promise<void>;
+/** Hooks run after a room was listed in the directory, at creation or later (records the channel owner). */
+export type RoomPublishedHook = (userId: string, roomId: string, s: Services) => Promise<void>;
 
 const ReasonBody = Type.Optional(Type.Object({ reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: true }));
 const TargetBody = Type.Object({ user_id: Type.String({ maxLength: 255 }), reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: true });
@@ -84,6 +88,7 @@ export const roomRoutes = [
   route({ method: "POST", url: "/_matrix/client/v3/createRoom", body: CreateRoomBody, rateLimit: "send" }, async ({ user, body }, s) => {
     for (const guard of s.createRoomGuards) await guard(user.userId, body, s);
     const { roomId, alias } = await s.rooms.create(user.userId, body);
+    if (body.visibility === "public") for (const hook of s.roomPublishedHooks) await hook(user.userId, roomId, s);
     return { room_id: roomId, ...(alias ? { room_alias: alias } : {}) };
   }),
 
@@ -378,6 +383,9 @@ async function sendState(s: Services, userId: string, rawRoomId: string, type: s
   if (type === "m.room.member") {
     const membership = content.membership;
     if (typeof membership !== "string") throw new MatrixError("M_BAD_JSON", "membership is required");
+  }
+  if (type === "m.room.join_rules" && stateKey === "" && content.join_rule === "public") {
+    for (const guard of s.publishRoomGuards) await guard(userId, roomId, s);
   }
   if (type === "m.room.canonical_alias") {
     for (const a of [content.alias, ...(Array.isArray(content.alt_aliases) ? content.alt_aliases : [])]) {

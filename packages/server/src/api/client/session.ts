@@ -23,12 +23,17 @@ const LoginBody = Type.Object(
 /** Hooks that may refuse a login after the password checked out (device limit, enrollment, client version). */
 export type LoginGuard = (ctx: { userId: string; deviceId: string; isNewDevice: boolean; body: Record<string, unknown>; userAgent: string | undefined; headers: Record<string, unknown> }, s: Services) => Promise<void>;
 
+/** Adds fields to the `m.login.password` flow of `GET /login` (governance: the enrollment stage while codes are required). */
+export type LoginFlowExtension = (s: Services) => Promise<Record<string, unknown> | undefined>;
+
 const INVALID = () => new MatrixError("M_FORBIDDEN", "Invalid username or password");
 
 export const sessionRoutes = [
-  route({ method: "GET", url: "/_matrix/client/v3/login", auth: "none" }, async () => ({
-    flows: [{ type: "m.login.password" }],
-  })),
+  route({ method: "GET", url: "/_matrix/client/v3/login", auth: "none" }, async (_ctx, s) => {
+    let flow: Record<string, unknown> = { type: "m.login.password" };
+    for (const extend of s.loginFlowExtensions) flow = { ...flow, ...(await extend(s)) };
+    return { flows: [flow] };
+  }),
 
   route({ method: "POST", url: "/_matrix/client/v3/login", auth: "none", body: LoginBody, rateLimit: "login" }, async ({ body, req }, s) => {
     if (body.type !== "m.login.password") throw new MatrixError("M_UNKNOWN", `Login type ${body.type} is not supported`);

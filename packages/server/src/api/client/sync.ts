@@ -45,14 +45,21 @@ export const syncRoutes = [
       const filter = await resolveFilter(s, user.userId, query.filter);
       if (query.set_presence !== "offline") await s.ephemeral.setPresence(user.userId, query.set_presence ?? "online");
       const abort = new AbortController();
-      req.raw.once("close", () => abort.abort());
-      return s.sync.sync(user, {
-        since: query.since,
-        timeoutMs: Math.min(query.timeout ?? 0, MAX_TIMEOUT_MS),
-        filter,
-        fullState: query.full_state === true,
-        signal: abort.signal,
-      });
+      const onClose = () => abort.abort();
+      req.raw.once("close", onClose);
+      try {
+        return await s.sync.sync(user, {
+          since: query.since,
+          timeoutMs: Math.min(query.timeout ?? 0, MAX_TIMEOUT_MS),
+          filter,
+          fullState: query.full_state === true,
+          signal: abort.signal,
+        });
+      } finally {
+        // Every request closes once answered; aborting then would only build an unused
+        // DOMException (a few per cent of the CPU of a long-poll cycle, in profiles).
+        req.raw.off("close", onClose);
+      }
     },
   ),
 ];

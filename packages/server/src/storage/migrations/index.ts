@@ -4,6 +4,10 @@ import { up as initial } from "./001_initial.js";
 import { up as e2ee } from "./002_e2ee.js";
 import { up as media } from "./003_media.js";
 import { up as governance } from "./004_governance.js";
+import { up as terms } from "./005_terms.js";
+import { up as channels } from "./006_channels.js";
+import { up as pushDuty } from "./007_push_duty.js";
+import { up as pusherDevices } from "./008_pusher_devices.js";
 
 export interface Migration {
   name: string;
@@ -16,4 +20,8 @@ export const MIGRATIONS: Migration[] = [
   { name: "002_e2ee", up: e2ee },
   { name: "003_media", up: media },
   { name: "004_governance", up: governance },
+  { name: "005_terms", up: terms },
+  { name: "006_channels", up: channels },
+  { name: "007_push_duty", up: pushDuty },
+  { name: "008_pusher_devices", up: pusherDevices },
 ];

@@ -1,0 +1,183 @@
+/**
+ * Setting up many accounts, sessions and rooms for the sync, e2ee and idle scenarios. On a server
+ * the bench started this uses the host's in-process fast paths (sessions without the argon2
+ * verify; rooms through the event write path in batches); on any other homeserver it does the
+ * same through plain Matrix HTTP (/login, /createRoom, /join), which is portable but slower.
+ */
+import { createRoom, join, login, type Session } from "./matrix.js";
+import type { ScenarioContext } from "./scenario.js";
+import type { Credentials } from "./target.js";
+import { pool } from "./stats.js";
+
+/** One room of a plan: indexes into the plan's account list; `members` includes the creator. */
+export interface RoomPlan {
+  creator: number;
+  members: number[];
+  name: string;
+  encrypted?: boolean;
+}
+
+/** A deterministic pseudo-random generator (mulberry32), so a plan is the same on every run. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Room sizes that follow Zipf's law (size ∝ 1/rank), as channel sizes in an organisation do: a few
+ * large channels (directorate-wide alerts), some hundreds-strong, most small team rooms. Scaled so
+ * the sizes add up to about `users × perUser` memberships, each between 2 and `maxSize`.
+ */
+export function roomSizes(rooms: number, users: number, perUser: number, maxSize: number): number[] {
+  const total = users * perUser;
+  const cap = Math.max(2, Math.min(maxSize, users));
+  let scale = total / Array.from({ length: rooms }, (_, i) => 1 / (i + 1)).reduce((a, b) => a + b, 0);
+  let sizes: number[] = [];
+  for (let iter = 0; iter < 40; iter++) {
+    sizes = Array.from({ length: rooms }, (_, i) => Math.min(cap, Math.max(2, Math.round(scale / (i + 1)))));
+    const sum = sizes.reduce((a, b) => a + b, 0);
+    if (Math.abs(sum - total) <= total * 0.005) break;
+    scale *= total / sum;
+  }
+  return sizes;
+}
+
+/**
+ * Who is in which room: sizes from `roomSizes`, members drawn at random without repeats, then
+ * every account that drew no room put into one of the small rooms, so each user is in a few rooms
+ * (about `perUser` on average) and nobody in none.
+ */
+export function membershipPlan(opts: { users: number; rooms: number; perUser: number; maxSize: number; seed?: number; namePrefix?: string }): RoomPlan[] {
+  const random = prng(opts.seed ?? 42);
+  const sizes = roomSizes(opts.rooms, opts.users, opts.perUser, opts.maxSize);
+  const inSome = new Uint8Array(opts.users);
+  const plan: RoomPlan[] = sizes.map((size, r) => {
+    const chosen = new Set<number>();
+    while (chosen.size < size) chosen.add(Math.floor(random() * opts.users));
+    const members = [...chosen];
+    for (const m of members) inSome[m] = 1;
+    return { creator: members[0]!, members, name: `${opts.namePrefix ?? "room"} ${r}` };
+  });
+  // The smallest rooms (the tail of the Zipf ranks) take the accounts that drew nothing.
+  let tail = plan.length - 1;
+  for (let u = 0; u < opts.users; u++) {
+    if (inSome[u]) continue;
+    plan[tail]!.members.push(u);
+    tail = tail > Math.floor(plan.length / 2) ? tail - 1 : plan.length - 1;
+  }
+  return plan;
+}
+
+/** Rooms of `size` members each over accounts [0, users): the idle users' team rooms. */
+export function groupPlan(users: number, size: number, namePrefix: string): RoomPlan[] {
+  const plan: RoomPlan[] = [];
+  for (let first = 0; first < users; first += size) {
+    const members = Array.from({ length: Math.min(size, users - first) }, (_, i) => first + i);
+    plan.push({ creator: members[0]!, members, name: `${namePrefix} ${plan.length}` });
+  }
+  return plan;
+}
+
+/**
+ * One session (device) per account: minted in-process on a server the bench started, else by
+ * password login over HTTP. Sessions go round-robin over the target's URLs.
+ */
+export async function openSessions(ctx: ScenarioContext, creds: readonly Credentials[], deviceName: string, label: string): Promise<Session[]> {
+  const { target } = ctx;
+  const urls = target.urls;
+  const out: Session[] = [];
+  const step = 1000;
+  for (let i = 0; i < creds.length; i += step) {
+    const batch = creds.slice(i, i + step);
+    if (target.sessions) {
+      const minted = await target.sessions(
+        batch.map((c) => c.user),
+        deviceName,
+      );
+      minted.forEach((m, j) => out.push({ baseUrl: urls[(i + j) % urls.length]!, userId: m.userId, accessToken: m.accessToken, deviceId: m.deviceId }));
+    } else {
+      const sessions = await pool(batch, 8, (c, j) => login(urls[(i + j) % urls.length]!, c.user, c.password));
+      out.push(...sessions);
+    }
+    if (creds.length > step) ctx.progress(`  ${label}: ${out.length}/${creds.length} sessions`);
+  }
+  return out;
+}
+
+/**
+ * Creates the rooms of `plan` over the accounts `creds` and joins their members. `sessions` is
+ * asked for only when the plan has to go over HTTP (it needs a session per member). Returns the
+ * room ids in plan order.
+ */
+export async function seedRooms(ctx: ScenarioContext, creds: readonly Credentials[], plan: readonly RoomPlan[], sessions: () => Promise<Session[]>, label: string): Promise<string[]> {
+  const { target } = ctx;
+  const roomIds: string[] = [];
+  const memberships = plan.reduce((n, r) => n + r.members.length, 0);
+  let done = 0;
+  let reported = 0;
+  const report = () => {
+    if (done - reported >= Math.max(1000, memberships / 10) || done === memberships) {
+      reported = done;
+      ctx.progress(`  ${label}: ${roomIds.length}/${plan.length} rooms, ${done}/${memberships} memberships`);
+    }
+  };
+  if (target.seedRooms) {
+    // Batches of about 2,000 memberships keep each host request short enough to report progress.
+    let batch: RoomPlan[] = [];
+    let size = 0;
+    const flush = async () => {
+      if (batch.length === 0) return;
+      const ids = await target.seedRooms!(
+        batch.map((r) => ({ creator: creds[r.creator]!.user, members: r.members.map((m) => creds[m]!.user), name: r.name, ...(r.encrypted ? { encrypted: true } : {}) })),
+      );
+      roomIds.push(...ids);
+      done += size;
+      batch = [];
+      size = 0;
+      report();
+    };
+    for (const r of plan) {
+      batch.push(r);
+      size += r.members.length;
+      if (size >= 2000) await flush();
+    }
+    await flush();
+    return roomIds;
+  }
+  const all = await sessions();
+  for (const r of plan) {
+    const creator = all[r.creator]!;
+    const roomId = await createRoom(creator, {
+      preset: "public_chat",
+      name: r.name,
+      ...(r.encrypted ? { initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] } : {}),
+    });
+    await pool(
+      r.members.filter((m) => m !== r.creator),
+      8,
+      (m) => join(all[m]!, roomId),
+    );
+    roomIds.push(roomId);
+    done += r.members.length;
+    report();
+  }
+  return roomIds;
+}
+
+/** The count of waiting /sync long-polls from Revier's /metrics, or null for servers without it. */
+export async function syncWaiters(baseUrl: string): Promise<number | null> {
+  try {
+    const res = await fetch(`${baseUrl}/metrics`);
+    if (!res.ok) return null;
+    const m = /^revier_sync_waiters\s+(\d+(?:\.\d+)?)/m.exec(await res.text());
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,125 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import pino from "pino";
+import { migrate, openPostgres, openSqlite, type Storage } from "../storage/database.js";
+import { StreamWriter } from "../storage/stream.js";
+import { LocalBus } from "../bus/local.js";
+import { backoff, DEFAULT_TUNING, PushDelivery } from "./delivery.js";
+import { PushDestinations } from "./destinations.js";
+import { DB_KINDS, PG_SKIP_MESSAGE, createScratchDatabase, postgresReachable } from "../../test/support/databases.js";
+
+// Before any test is declared: the runner starts once the first one is.
+const pgOk = await postgresReachable();
+
+test("back-off doubles from the base and stops at the cap", () => {
+  const t = { retryBaseMs: 1000, retryMaxMs: 300_000 };
+  assert.deepEqual([0, 1, 2, 3].map((a) => backoff(a, t)), [1000, 2000, 4000, 8000]);
+  assert.equal(backoff(9, t), 300_000);
+  assert.equal(backoff(1000, t), 300_000);
+  assert.ok(DEFAULT_TUNING.retryBaseMs > 0 && DEFAULT_TUNING.giveUpAfterMs > DEFAULT_TUNING.retryMaxMs);
+});
+
+for (const kind of DB_KINDS) {
+  describe(`push delivery queue [${kind}]`, { skip: kind === "postgres" && !pgOk ? PG_SKIP_MESSAGE : false }, () => {
+    // Two storages on one database play two processes (PostgreSQL); SQLite has one writer, so
+    // both workers share its connection there.
+    let a: Storage;
+    let b: Storage;
+    let drop = async (): Promise<void> => undefined;
+    let gateway: Server;
+    let url = "";
+    const seen: string[] = [];
+
+    before(async () => {
+      if (kind === "sqlite") {
+        a = b = openSqlite(":memory:");
+      } else {
+        const scratch = await createScratchDatabase();
+        a = openPostgres(scratch.url);
+        b = openPostgres(scratch.url);
+        drop = scratch.drop;
+      }
+      await migrate(a);
+      gateway = createServer((req, res) => {
+        let raw = "";
+        req.on("data", (c: Buffer) => (raw += c.toString("utf8")));
+        req.on("end", () => {
+          const n = (JSON.parse(raw) as { notification: { event_id: string; devices: Array<{ pushkey: string }> } }).notification;
+          seen.push(`${n.devices[0]!.pushkey} ${n.event_id}`);
+          // A little latency, so both workers are busy at the same time.
+          setTimeout(() => res.writeHead(200).end('{"rejected":[]}'), 5);
+        });
+      });
+      // Longer than the test: an idle keep-alive socket closed under a reused connection would make a retry.
+      gateway.keepAliveTimeout = 60_000;
+      await new Promise<void>((r) => gateway.listen(0, "127.0.0.1", r));
+      url = `http://127.0.0.1:${(gateway.address() as AddressInfo).port}/_matrix/push/v1/notify`;
+    });
+    after(async () => {
+      await a.close();
+      if (b !== a) await b.close();
+      await drop();
+      await new Promise<void>((r) => gateway.close(() => r()));
+    });
+
+    function worker(storage: Storage): PushDelivery {
+      const bus = new LocalBus();
+      const d = new PushDelivery({ storage, stream: new StreamWriter(storage, bus), bus, log: pino({ level: "silent" }), webPush: null, includeContent: false, destinations: new PushDestinations(["127.0.0.1"]) });
+      d.tuning.batch = 7;
+      d.tuning.retryBaseMs = 50;
+      return d;
+    }
+
+    test("two workers on one database send every notification exactly once, whole events per batch", async () => {
+      const users = Array.from({ length: 12 }, (_, i) => `@u${i}:test`);
+      for (const u of users) {
+        await a.db
+          .insertInto("pushers")
+          .values({ user_id: u, app_id: "app", pushkey: `pk-${u}`, kind: "http", json: JSON.stringify({ app_id: "app", pushkey: `pk-${u}`, kind: "http", data: { url, format: "event_id_only" } }), created_ts: 1000 })
+          .execute();
+      }
+      // Twenty events, each notifying all twelve users: more recipients than one batch holds.
+      const stream = new StreamWriter(a, new LocalBus());
+      const events: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        await stream.write(async (w) => {
+          const pos = w.next();
+          const eventId = `$e${i}`;
+          events.push(eventId);
+          await w.tx
+            .insertInto("event_push_actions")
+            .values(users.map((u) => ({ room_id: "!r:test", user_id: u, event_id: eventId, stream_ordering: pos, thread_id: "main", notify: 1, highlight: 0 })))
+            .execute();
+        });
+      }
+      // A user without a pusher is never queued.
+      await stream.write(async (w) => {
+        const pos = w.next();
+        await w.tx.insertInto("event_push_actions").values({ room_id: "!r:test", user_id: "@nopusher:test", event_id: "$lonely", stream_ordering: pos, thread_id: "main", notify: 1, highlight: 0 }).execute();
+      });
+      const one = worker(a);
+      const two = worker(b);
+      // Silence one user through a filter, as duty hours do.
+      for (const w of [one, two]) w.addFilter(async () => (userId) => userId === "@u11:test");
+      one.start();
+      two.start();
+      // A worker's run ends when it finds nothing left to claim, which may be because the other one
+      // just claimed it: flush both until the queue is empty and the cursor has caught up.
+      const drained = async () => {
+        const q = await a.db.selectFrom("push_queue").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirst();
+        const c = await a.db.selectFrom("counters").select("value").where("name", "=", "push_delivery").executeTakeFirstOrThrow();
+        return Number(q?.n) === 0 && Number(c.value) === (await stream.current());
+      };
+      for (let i = 0; i < 200 && !(await drained()); i++) {
+        await Promise.all([one.flush(), two.flush()]);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      await Promise.all([one.stop(), two.stop()]);
+      const expected = events.flatMap((e) => users.filter((u) => u !== "@u11:test").map((u) => `pk-${u} ${e}`)).sort();
+      assert.deepEqual([...seen].sort(), expected);
+      assert.ok(await drained());
+    });
+  });
+}

@@ -1,0 +1,185 @@
+import { after, before, describe, test, type TestContext } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { sql } from "kysely";
+import { migrate, openPostgres, openSqlite, type Storage } from "./database.js";
+import { StreamWriter, type StreamWrite } from "./stream.js";
+import { LocalBus } from "../bus/local.js";
+import type { WakeUp } from "../bus/bus.js";
+import { DB_KINDS, PG_SKIP_MESSAGE, createScratchDatabase, postgresReachable, type DbKind } from "../../test/support/databases.js";
+
+interface Env {
+  storage: Storage;
+  stream: StreamWriter;
+  wakes: WakeUp[];
+  close(): Promise<void>;
+}
+
+async function openEnv(kind: DbKind): Promise<Env | null> {
+  let storage: Storage;
+  let cleanup = async (): Promise<void> => undefined;
+  if (kind === "sqlite") {
+    // A file, not :memory:, so reads go through the separate read connection as in production.
+    const dir = mkdtempSync(path.join(tmpdir(), "revier-stream-test-"));
+    storage = openSqlite(path.join(dir, "revier.db"));
+    cleanup = async () => rmSync(dir, { recursive: true, force: true });
+  } else {
+    if (!(await postgresReachable())) return null;
+    const scratch = await createScratchDatabase();
+    storage = openPostgres(scratch.url);
+    cleanup = scratch.drop;
+  }
+  await migrate(storage);
+  // Parent and child with a foreign key checked only at commit: a way to make a commit fail.
+  await sql`create table t_parent (id integer primary key)`.execute(storage.db);
+  await sql`create table t_child (id integer primary key, parent integer references t_parent (id) deferrable initially deferred)`.execute(storage.db);
+  const bus = new LocalBus();
+  const wakes: WakeUp[] = [];
+  bus.subscribe((w) => wakes.push(w));
+  return {
+    storage,
+    stream: new StreamWriter(storage, bus),
+    wakes,
+    close: async () => {
+      await storage.close();
+      await cleanup();
+    },
+  };
+}
+
+/** One account-data item per position taken; returns the positions. */
+async function putItems(w: StreamWrite, user: string, count: number): Promise<number[]> {
+  const positions: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const pos = w.next();
+    await w.tx.insertInto("account_data").values({ user_id: user, room_id: "", type: `t.${pos}`, content: "{}", stream_pos: pos }).execute();
+    positions.push(pos);
+  }
+  w.touch({ users: [user] });
+  return positions;
+}
+
+async function storedPositions(e: Env, user: string): Promise<number[]> {
+  const rows = await e.storage.db.selectFrom("account_data").select("stream_pos").where("user_id", "=", user).orderBy("stream_pos").execute();
+  return rows.map((r) => Number(r.stream_pos));
+}
+
+for (const kind of DB_KINDS) {
+  describe(`StreamWriter group commit on ${kind}`, () => {
+    let e: Env | null = null;
+    before(async () => {
+      e = await openEnv(kind);
+    });
+    after(async () => {
+      await e?.close();
+    });
+    const env = (t: TestContext): Env | null => {
+      if (!e) t.skip(PG_SKIP_MESSAGE);
+      e?.wakes.splice(0);
+      return e;
+    };
+
+    test("concurrent writes commit together, in arrival order, with consecutive positions", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      // Started in one tick, so they all queue before the first batch begins.
+      const writes = Array.from({ length: 20 }, (_, i) => x.stream.write((w) => putItems(w, `@c${i}:test`, 1 + (i % 3))));
+      const results = await Promise.all(writes);
+      const all = results.flat();
+      assert.deepEqual(
+        all,
+        Array.from({ length: all.length }, (_, i) => start + 1 + i),
+      );
+      assert.equal(await x.stream.current(), start + all.length);
+      // One commit, one wake-up naming everyone.
+      assert.equal(x.wakes.length, 1);
+      assert.equal(x.wakes[0]!.position, start + all.length);
+      assert.equal(new Set(x.wakes[0]!.users).size, 20);
+      // Acknowledged means committed: a plain read sees every item.
+      for (let i = 0; i < 20; i++) assert.deepEqual(await storedPositions(x, `@c${i}:test`), results[i]);
+    });
+
+    test("a failing write in a batch is undone alone and its positions are reused", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      const boom = new Error("write b refuses");
+      const a = x.stream.write((w) => putItems(w, "@a:test", 2));
+      const b = x.stream.write(async (w) => {
+        await putItems(w, "@b:test", 3);
+        throw boom;
+      });
+      const c = x.stream.write((w) => putItems(w, "@c:test", 1));
+      const [ra, rb, rc] = await Promise.allSettled([a, b, c]);
+      assert.deepEqual(ra, { status: "fulfilled", value: [start + 1, start + 2] });
+      assert.deepEqual(rb, { status: "rejected", reason: boom });
+      assert.deepEqual(rc, { status: "fulfilled", value: [start + 3] });
+      assert.deepEqual(await storedPositions(x, "@b:test"), []);
+      assert.equal(await x.stream.current(), start + 3);
+      assert.equal(x.wakes.length, 1);
+      assert.deepEqual([...x.wakes[0]!.users].sort(), ["@a:test", "@c:test"]);
+    });
+
+    test("a lone failing write rolls back and takes no position", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      await assert.rejects(
+        x.stream.write(async (w) => {
+          await putItems(w, "@lone:test", 2);
+          throw new Error("no");
+        }),
+        /no/,
+      );
+      assert.deepEqual(await storedPositions(x, "@lone:test"), []);
+      assert.equal(await x.stream.current(), start);
+      assert.equal(x.wakes.length, 0);
+    });
+
+    test("when the commit fails, no write of the batch is acknowledged, and writing goes on", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      const a = x.stream.write((w) => putItems(w, "@ca:test", 1));
+      // The dangling reference is only detected at commit, failing the whole batch.
+      const b = x.stream.write(async (w) => {
+        await sql`insert into t_child (id, parent) values (1, 999)`.execute(w.tx);
+        return putItems(w, "@cb:test", 1);
+      });
+      const c = x.stream.write((w) => putItems(w, "@cc:test", 1));
+      const results = await Promise.allSettled([a, b, c]);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ["rejected", "rejected", "rejected"],
+      );
+      for (const u of ["@ca:test", "@cb:test", "@cc:test"]) assert.deepEqual(await storedPositions(x, u), []);
+      assert.equal(await x.stream.current(), start);
+      assert.equal(x.wakes.length, 0);
+      // The writer (and on SQLite the connection's write lock) is free again.
+      assert.deepEqual(await x.stream.write((w) => putItems(w, "@after:test", 1)), [start + 1]);
+    });
+
+    test("readers never see a write before it commits", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let inserted!: () => void;
+      const didInsert = new Promise<void>((resolve) => (inserted = resolve));
+      const write = x.stream.write(async (w) => {
+        const positions = await putItems(w, "@slow:test", 1);
+        inserted();
+        await gate;
+        return positions;
+      });
+      await didInsert;
+      assert.deepEqual(await storedPositions(x, "@slow:test"), []);
+      release();
+      const positions = await write;
+      assert.deepEqual(await storedPositions(x, "@slow:test"), positions);
+    });
+  });
+}
