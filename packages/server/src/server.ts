@@ -12,6 +12,7 @@ import { loadOrCreateVapidKeys } from "./push/web-push.js";
 import { createServices, type Services } from "./services.js";
 import { buildApp } from "./http/app.js";
 import { startSweepers } from "./sweepers.js";
+import { prepareDummyHash } from "./users/passwords.js";
 
 export function openStorage(config: Config): Storage {
   return config.databaseUrl ? openPostgres(config.databaseUrl) : openSqlite(path.join(config.dataDir, "revier.db"));
@@ -46,6 +47,7 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
   const vapidKeys = loadOrCreateVapidKeys(path.join(config.dataDir, "vapid.json"));
   const services = createServices({ config, log, storage, bus, signingKey, vapidKeys });
   const app = await buildApp(services);
+  await prepareDummyHash();
   const stopSweepers = startSweepers(services);
   await app.listen({ host: config.bind, port: config.port });
   const address = app.server.address();

@@ -14,6 +14,7 @@ import { route } from "../src/http/route.js";
 import { API_CSP, HSTS, HTML_CSP } from "../src/http/security-headers.js";
 import { loadOrCreateSigningKey } from "../src/rooms/signing-key.js";
 import { fillRoute } from "./security-helpers.js";
+import { loadConfig } from "../src/config.js";
 
 function assertSecurityHeaders(headers: Headers, label: string): void {
   assert.equal(headers.get("x-content-type-options"), "nosniff", `${label}: nosniff`);
@@ -105,6 +106,27 @@ describe("hardening: security headers and secret file modes", () => {
       }
     } finally {
       await proxied.destroy();
+    }
+  });
+
+  test("trust_proxy as a list trusts forwarding headers only from the listed proxies", async () => {
+    const lastSeenIp = async (srv: TestServer, localpart: string) => {
+      await srv.createUser(localpart);
+      const { access_token, device_id } = await srv.login(localpart);
+      await api(srv.url, "GET", "/_matrix/client/v3/account/whoami", { token: access_token, headers: { "x-forwarded-for": "198.51.100.23" } });
+      return (await srv.services.devices.get(`@${localpart}:localhost`, device_id))?.last_seen_ip;
+    };
+    const listed = await startTestServer("sqlite", { trust_proxy: ["127.0.0.1", "::1"] });
+    const other = await startTestServer("sqlite", { trust_proxy: "10.0.0.0/8" });
+    try {
+      assert.equal(await lastSeenIp(listed, "proxied"), "198.51.100.23", "a listed proxy's X-Forwarded-For names the client");
+      const direct = await lastSeenIp(other, "direct");
+      assert.notEqual(direct, "198.51.100.23", "a peer that is not a listed proxy cannot choose its address");
+      assert.match(direct ?? "", /127\.0\.0\.1|::1/);
+      assert.throws(() => loadConfig({}, { trust_proxy: "nginx.intern" }), /trust_proxy/);
+    } finally {
+      await listed.destroy();
+      await other.destroy();
     }
   });
 

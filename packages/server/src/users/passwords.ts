@@ -15,7 +15,12 @@ export function hashPassword(password: string): Promise<string> {
   return argon2.hash(password, PARAMS);
 }
 
+// Made at server start (`prepareDummyHash`), not at the first unknown-user login: that login would
+// otherwise take twice as long and tell the caller the account does not exist.
 let dummyHash: Promise<string> | null = null;
+export function prepareDummyHash(): Promise<string> {
+  return (dummyHash ??= argon2.hash("revier-dummy-password", PARAMS));
+}
 
 /**
  * Verifies a password. With no stored hash (unknown user, no password) a dummy hash is verified
@@ -24,8 +29,7 @@ let dummyHash: Promise<string> | null = null;
 export async function verifyPassword(hash: string | null, password: string): Promise<boolean> {
   if (password.length > MAX_PASSWORD_LENGTH) return false;
   if (hash === null) {
-    dummyHash ??= argon2.hash("revier-dummy-password", PARAMS);
-    await argon2.verify(await dummyHash, password).catch(() => false);
+    await argon2.verify(await prepareDummyHash(), password).catch(() => false);
     return false;
   }
   try {

@@ -60,12 +60,17 @@ export class Uia {
     return (await this.challenge(requestHash, req.userId, flows, [])).extra;
   }
 
+  /** Drops abandoned sessions (they hold a request digest and completed stages, nothing else). */
+  async expireSessions(now = Date.now()): Promise<void> {
+    await this.db.deleteFrom("uia_sessions").where("created_ts", "<", now - SESSION_LIFETIME_MS).execute();
+  }
+
   /** Returns when the request is authorised; otherwise throws the 401 UIA response. */
   async require(req: UiaRequest, flows: string[][] = [["m.login.password"]]): Promise<void> {
     const { auth, ...rest } = (req.body ?? {}) as Record<string, unknown> & { auth?: unknown };
     const requestHash = bindingHash(req.method, req.path, rest);
     const now = Date.now();
-    await this.db.deleteFrom("uia_sessions").where("created_ts", "<", now - SESSION_LIFETIME_MS).execute();
+    await this.expireSessions(now);
 
     if (auth === undefined || auth === null) {
       throw await this.challenge(requestHash, req.userId, flows, []);
