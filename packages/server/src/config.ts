@@ -26,6 +26,8 @@ export interface Config {
   shutdownGraceMs: number;
   /** false, true (any peer; only behind a proxy that overwrites X-Forwarded-For) or the proxies' addresses/CIDRs */
   trustProxy: boolean | string[];
+  /** Addresses and CIDR ranges that may read /metrics. */
+  metricsAllowFrom: string[];
   media: {
     maxUploadBytes: number;
     /** bytes a user may store in total; null means no quota */
@@ -85,12 +87,16 @@ const list: Parser<string[]> = (raw, key) => {
   if (!items || items.some((i) => typeof i !== "string")) throw new ConfigError(key, "expected a list of strings (comma-separated in the environment)");
   return (items as string[]).map((i) => i.trim()).filter((i) => i !== "");
 };
+/** IP addresses and CIDR ranges. */
+const addressList: Parser<string[]> = (raw, key) => {
+  const items = list(raw, key);
+  for (const i of items) if (!/^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(i)) throw new ConfigError(key, `expected IP addresses or CIDR ranges, got ${JSON.stringify(i)}`);
+  return items;
+};
 /** true/false, or a list of proxy addresses and CIDR ranges whose forwarding headers are trusted. */
 const boolOrList: Parser<boolean | string[]> = (raw, key) => {
   if (typeof raw === "boolean" || (typeof raw === "string" && /^(true|false|1|0|yes|no|on|off)$/i.test(raw.trim()))) return bool(typeof raw === "string" ? raw.trim() : raw, key);
-  const items = list(raw, key);
-  for (const i of items) if (!/^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(i)) throw new ConfigError(key, `expected true, false or addresses/CIDR ranges of the reverse proxies, got ${JSON.stringify(i)}`);
-  return items;
+  return addressList(raw, key);
 };
 const nullable =
   <T>(p: Parser<T>): Parser<T | null> =>
@@ -125,6 +131,7 @@ const SETTINGS: Setting[] = [
   { key: "tokens.access_token_lifetime_ms", env: "REVIER_ACCESS_TOKEN_LIFETIME_MS", parse: nullable(int(60_000, 365 * 24 * 3600_000)), default: null },
   { key: "shutdown_grace_ms", env: "REVIER_SHUTDOWN_GRACE_MS", parse: int(0, 600_000), default: 10_000 },
   { key: "trust_proxy", env: "REVIER_TRUST_PROXY", parse: boolOrList, default: false },
+  { key: "metrics_allow_from", env: "REVIER_METRICS_ALLOW_FROM", parse: addressList, default: ["127.0.0.1", "::1"] },
   { key: "media.max_upload_bytes", env: "REVIER_MEDIA_MAX_UPLOAD_BYTES", parse: int(1, 2 ** 50), default: 512 * 1024 * 1024 },
   { key: "media.user_quota_bytes", env: "REVIER_MEDIA_USER_QUOTA_BYTES", parse: nullable(int(0, 2 ** 50)), default: 10 * 1024 * 1024 * 1024 },
   { key: "media.legacy_unauthenticated", env: "REVIER_MEDIA_LEGACY_UNAUTHENTICATED", parse: bool, default: false },
@@ -229,6 +236,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
     tokens: { accessTokenLifetimeMs: values["tokens.access_token_lifetime_ms"] as number | null },
     shutdownGraceMs: values["shutdown_grace_ms"] as number,
     trustProxy: values["trust_proxy"] as boolean | string[],
+    metricsAllowFrom: values["metrics_allow_from"] as string[],
     media: {
       maxUploadBytes: values["media.max_upload_bytes"] as number,
       userQuotaBytes: values["media.user_quota_bytes"] as number | null,

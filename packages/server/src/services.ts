@@ -9,6 +9,7 @@ import { Accounts } from "./users/accounts.js";
 import { Tokens, type Session } from "./users/tokens.js";
 import { Devices } from "./users/devices.js";
 import { lastSeenHook } from "./users/last-seen.js";
+import { addressMatcher } from "./lib/address-list.js";
 import { Uia } from "./users/uia.js";
 import { RoomEvents } from "./rooms/room-events.js";
 import { Rooms } from "./rooms/rooms.js";
@@ -75,6 +76,8 @@ export interface Services {
   pushDestinations: PushDestinations;
   duty: DutyService;
   rateLimits: { login: RateLimiter; register: RateLimiter; send: RateLimiter };
+  /** Whether a client address may read /metrics (`metrics_allow_from`). */
+  metricsAccess: (address: string) => boolean;
   authHooks: AuthHook[];
   loginGuards: LoginGuard[];
   createRoomGuards: CreateRoomGuard[];
@@ -167,6 +170,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
       register: perMinute(config.limits.registerPerMinute),
       send: new RateLimiter(config.limits.sendPerSecond, config.limits.sendBurst),
     },
+    metricsAccess: addressMatcher(config.metricsAllowFrom),
     authHooks: [],
     loginGuards: [],
     createRoomGuards: [],

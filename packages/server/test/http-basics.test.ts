@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { describeEachDatabase } from "./support/suite.js";
 import { api } from "./support/http.js";
 import { assertConformsToSpec } from "./support/spec.js";
+import { startTestServer } from "./support/server.js";
 
 describeEachDatabase("HTTP basics, auth and errors", ({ server }) => {
   test("versions, well-known and login flows conform to the spec", async () => {
@@ -155,5 +156,17 @@ describeEachDatabase("HTTP basics, auth and errors", ({ server }) => {
     assert.match(text, /revier_http_requests_total\{method="GET",route="\/health",status="200"\} \d+/);
     assert.match(text, /revier_events_persisted_total \d+/);
     assert.match(text, /revier_sync_waiters 0/);
+  });
+
+  test("metrics are refused to addresses outside metrics_allow_from", async () => {
+    const elsewhere = await startTestServer("sqlite", { metrics_allow_from: "10.0.0.0/8,192.0.2.7" });
+    try {
+      const m = await api(elsewhere.url, "GET", "/metrics");
+      assert.equal(m.status, 403);
+      assert.equal(m.body.errcode, "M_FORBIDDEN");
+      assert.equal((await api(elsewhere.url, "GET", "/health")).status, 200, "health stays open for load balancers");
+    } finally {
+      await elsewhere.destroy();
+    }
   });
 });

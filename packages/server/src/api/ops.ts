@@ -1,3 +1,4 @@
+import { MatrixError } from "@revier/protocol";
 import { route } from "../http/route.js";
 
 export const opsRoutes = [
@@ -5,7 +6,9 @@ export const opsRoutes = [
     await s.stream.current();
     return { status: "ok" };
   }),
-  route({ method: "GET", url: "/metrics", auth: "none" }, async ({ reply }, s) => {
+  // Metrics name routes, rates and room counts: for the monitoring host, not for every client.
+  route({ method: "GET", url: "/metrics", auth: "none" }, async ({ req, reply }, s) => {
+    if (!s.metricsAccess(req.ip)) throw new MatrixError("M_FORBIDDEN", "Metrics are only served to the addresses in metrics_allow_from");
     reply.type(s.metrics.registry.contentType).send(await s.metrics.registry.metrics());
   }),
 ];
