@@ -32,8 +32,9 @@ export interface VisibleRange {
 
 const NOTHING: VisibleRange = { from: 0, to: -1 };
 
-// Asked by every long-poll /sync before it waits: compiled once (see prepared.ts).
+// Asked by every long-poll /sync before it waits, and by every send: compiled once (see prepared.ts).
 const selectJoinedRooms = prepared((db, userId: string) => db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join"));
+const selectMembership = prepared((db, roomId: string, userId: string) => db.selectFrom("room_members").select(["membership", "stream_ordering"]).where("room_id", "=", roomId).where("user_id", "=", userId));
 
 /** A check that may refuse a membership change before it is attempted (governance: closed channels). */
 export type MembershipGuard = (change: { roomId: string; sender: string; target: string; membership: Membership }) => Promise<void>;
@@ -138,7 +139,7 @@ export class Rooms {
   // ---- membership -------------------------------------------------------------------------
 
   async membership(roomId: string, userId: string): Promise<{ membership: Membership; streamOrdering: number } | undefined> {
-    const row = await this.db.selectFrom("room_members").select(["membership", "stream_ordering"]).where("room_id", "=", roomId).where("user_id", "=", userId).executeTakeFirst();
+    const [row] = await selectMembership(this.db, roomId, userId);
     return row ? { membership: row.membership as Membership, streamOrdering: row.stream_ordering } : undefined;
   }
 

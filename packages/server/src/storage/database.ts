@@ -187,6 +187,8 @@ class SqliteConnection implements DatabaseConnection {
  */
 class FastSqliteDriver implements Driver {
   private readonly lock = new FifoLock();
+  /** Released connection objects, handed out again (at most as many as were ever in use at once). */
+  private readonly free: SqliteConnection[] = [];
   private readonly writerStmts: StatementCache;
   private readonly readerStmts: StatementCache | null;
 
@@ -201,7 +203,9 @@ class FastSqliteDriver implements Driver {
   async init(): Promise<void> {}
 
   async acquireConnection(): Promise<DatabaseConnection> {
-    return new SqliteConnection(this);
+    // Connection objects are reused: Kysely remembers every distinct one it is handed (for its
+    // query logging) until the database is destroyed, so a fresh object per query would leak.
+    return this.free.pop() ?? new SqliteConnection(this);
   }
 
   async beginTransaction(connection: DatabaseConnection): Promise<void> {
@@ -252,7 +256,10 @@ class FastSqliteDriver implements Driver {
     await connection.executeQuery(CompiledQuery.raw(`release ${quoteName(name)}`));
   }
 
-  async releaseConnection(): Promise<void> {}
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    const c = connection as SqliteConnection;
+    if (!c.inTx) this.free.push(c);
+  }
 
   async destroy(): Promise<void> {
     this.reader?.close();
@@ -263,12 +270,16 @@ class FastSqliteDriver implements Driver {
     const { sql: text, parameters } = query;
     if (c.inTx) return this.run(this.writerStmts.get(text), parameters) as QueryResult<R>;
     if (this.readerStmts) {
-      const stmt = SelectQueryNode.is(query.query) ? this.readerStmts.get(text) : null;
-      if (stmt) return this.run(stmt, parameters) as QueryResult<R>;
-      // Raw SQL may read or write: SQLite knows which.
-      if (!SelectQueryNode.is(query.query)) {
-        const probe = this.readerStmts.get(text);
-        if (probe.readonly && !isTransactionControl(text)) return this.run(probe, parameters) as QueryResult<R>;
+      if (SelectQueryNode.is(query.query)) return this.run(this.readerStmts.get(text), parameters) as QueryResult<R>;
+      // Raw SQL may read or write: SQLite knows which. (Inserts, updates and deletes write.)
+      if (query.query.kind === "RawNode" && !isTransactionControl(text)) {
+        let probe: SqliteStatement | null = null;
+        try {
+          probe = this.readerStmts.get(text);
+        } catch {
+          // Not preparable read-only (a temporary table, an attached file): the writer runs it.
+        }
+        if (probe?.readonly) return this.run(probe, parameters) as QueryResult<R>;
       }
     }
     await this.lock.lock();
