@@ -10,6 +10,7 @@ import { Tokens, type Session } from "./users/tokens.js";
 import { Devices } from "./users/devices.js";
 import { lastSeenHook } from "./users/last-seen.js";
 import { addressMatcher } from "./lib/address-list.js";
+import { KeyedLock } from "./lib/keyed-lock.js";
 import { Uia } from "./users/uia.js";
 import { RoomEvents } from "./rooms/room-events.js";
 import { Rooms } from "./rooms/rooms.js";
@@ -76,6 +77,8 @@ export interface Services {
   pushDestinations: PushDestinations;
   duty: DutyService;
   rateLimits: { login: RateLimiter; register: RateLimiter; send: RateLimiter };
+  /** Serialises each user's logins (device-limit check and device creation) within this process. */
+  loginLock: KeyedLock;
   /** Whether a client address may read /metrics (`metrics_allow_from`). */
   metricsAccess: (address: string) => boolean;
   authHooks: AuthHook[];
@@ -170,6 +173,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
       register: perMinute(config.limits.registerPerMinute),
       send: new RateLimiter(config.limits.sendPerSecond, config.limits.sendBurst),
     },
+    loginLock: new KeyedLock(),
     metricsAccess: addressMatcher(config.metricsAllowFrom),
     authHooks: [],
     loginGuards: [],

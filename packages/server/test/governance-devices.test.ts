@@ -62,6 +62,16 @@ describeEachDatabase("governance: device policies", ({ server }) => {
     assert.equal((await loginRaw(server(), "anna")).status, 200);
   });
 
+  test("ten logins at once cannot get past the device limit", async () => {
+    const userId = await createUser(server(), "anton");
+    const results = await Promise.all(Array.from({ length: 10 }, () => loginRaw(server(), "anton")));
+    const admitted = results.filter((r) => r.status === 200).length;
+    const refused = results.filter((r) => r.status === 403 && r.body.errcode === "ORG.REVIER.DEVICE_LIMIT").length;
+    assert.equal(admitted, 3, JSON.stringify(results.map((r) => r.status)));
+    assert.equal(refused, 7);
+    assert.equal(await server().services.devices.count(userId), 3);
+  });
+
   test("an admin wipe logs the matrix-js-sdk client out with M_UNKNOWN_TOKEN and soft_logout false", async () => {
     const userId = await createUser(server(), "bert");
     const client = await startClient(server(), "bert");

@@ -55,11 +55,15 @@ export const sessionRoutes = [
     if (!ok || !user) throw INVALID();
     if (user.locked) throw new MatrixError("M_USER_LOCKED", "This account has been locked by an administrator", { extra: { soft_logout: false } });
     const deviceId = body.device_id ?? s.devices.newDeviceId();
-    const existing = await s.devices.get(user.user_id, deviceId);
-    for (const guard of s.loginGuards) {
-      await guard({ userId: user.user_id, deviceId, isNewDevice: !existing, body: body as Record<string, unknown>, userAgent: req.headers["user-agent"], headers: req.headers }, s);
-    }
-    await s.devices.upsert(user.user_id, deviceId, body.initial_device_display_name ?? null, { ip: req.ip, ...(req.headers["user-agent"] ? { userAgent: req.headers["user-agent"] } : {}) });
+    // Guards (device limit, enrollment) and the device they admit run as one step per user: two
+    // logins at once must not both pass the limit and then both add a device.
+    await s.loginLock.run(user.user_id, async () => {
+      const existing = await s.devices.get(user.user_id, deviceId);
+      for (const guard of s.loginGuards) {
+        await guard({ userId: user.user_id, deviceId, isNewDevice: !existing, body: body as Record<string, unknown>, userAgent: req.headers["user-agent"], headers: req.headers }, s);
+      }
+      await s.devices.upsert(user.user_id, deviceId, body.initial_device_display_name ?? null, { ip: req.ip, ...(req.headers["user-agent"] ? { userAgent: req.headers["user-agent"] } : {}) });
+    });
     const tokens = await s.tokens.issue(user.user_id, deviceId, body.refresh_token === true);
     return {
       user_id: user.user_id,
