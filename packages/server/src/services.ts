@@ -130,7 +130,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   const media = new MediaService(db, storage.dialect, blobs, new Thumbnailer(50_000_000), config.media);
   const audit = new AuditLog(db, stream);
   const policy = new PolicyStore(db, audit);
-  const governance = new Governance(db, accounts, devices, tokens, audit);
+  const governance = new Governance(db, accounts, devices, audit);
   const channels = new Channels(db, rooms, roomEvents, accounts, policy, audit);
   // Inside every event write: tracks public join rules and refuses entering closed channels atomically.
   roomEvents.onPersist(channels.persistHook);

@@ -3,7 +3,6 @@ import { MatrixError, type AdminUser, type ImportResponse, type StatsResponse } 
 import type { Db } from "../storage/database.js";
 import type { Accounts, Role, UserRow } from "../users/accounts.js";
 import type { Devices } from "../users/devices.js";
-import type { Tokens } from "../users/tokens.js";
 import { randomInt } from "node:crypto";
 import { sha256Hex } from "../lib/random.js";
 import type { AuditLog } from "./audit.js";
@@ -42,7 +41,6 @@ export class Governance {
     private readonly db: Db,
     private readonly accounts: Accounts,
     private readonly devices: Devices,
-    private readonly tokens: Tokens,
     private readonly audit: AuditLog,
   ) {}
 

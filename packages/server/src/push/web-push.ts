@@ -1,9 +1,8 @@
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
-import { createECDH, createPublicKey, randomBytes } from "node:crypto";
-import path from "node:path";
+import { createECDH, createPublicKey } from "node:crypto";
 import webpush from "web-push";
 import { MatrixError } from "@revier/protocol";
 import { classifyFailure, readLimited, type DeliveryOutcome } from "./gateway.js";
+import { loadOrCreateSecretFile } from "../lib/secret-file.js";
 
 /**
  * Web Push (RFC 8030 delivery, RFC 8291 aes128gcm encryption, RFC 8292 VAPID) for Revier's web
@@ -43,59 +42,21 @@ export function checkVapidKeys(keys: unknown): VapidKeys {
   return { publicKey: k.publicKey, privateKey: k.privateKey };
 }
 
-function loadExisting(file: string): VapidKeys {
-  const st = statSync(file);
-  if (!st.isFile()) throw new Error(`VAPID key file ${file} is not a regular file`);
-  if (process.platform !== "win32" && (st.mode & 0o077) !== 0) {
-    throw new Error(`VAPID key file ${file} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 on it`);
-  }
-  try {
-    return checkVapidKeys(JSON.parse(readFileSync(file, "utf8")));
-  } catch (err) {
-    throw new Error(`VAPID key file ${file} is malformed: ${(err as Error).message}`);
-  }
-}
-
 /**
  * Loads the server's VAPID key pair, creating it (mode 0600) on first start. Browsers bind their
  * subscriptions to this key, so a lost or replaced key silently orphans every Web Push
  * subscription: anything unexpected stops start-up instead.
  */
 export function loadOrCreateVapidKeys(file: string): VapidKeys {
-  try {
-    return loadExisting(file);
-  } catch (err) {
-    if ((err as { code?: string }).code !== "ENOENT") throw err;
-  }
-  const dir = path.dirname(file);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const keys = webpush.generateVAPIDKeys();
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
-  const fd = openSync(tmp, "wx", 0o600);
-  try {
-    writeSync(fd, `${JSON.stringify({ publicKey: keys.publicKey, privateKey: keys.privateKey })}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    // link() refuses to replace a file another process created meanwhile: both then use that one.
-    try {
-      linkSync(tmp, file);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === "EEXIST") return loadExisting(file);
-      if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EXDEV" && code !== "ENOSYS") throw err;
-      renameSync(tmp, file);
-    }
-  } finally {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // Already renamed into place.
-    }
-  }
-  return { publicKey: keys.publicKey, privateKey: keys.privateKey };
+  return loadOrCreateSecretFile(
+    file,
+    "VAPID key file",
+    (text) => checkVapidKeys(JSON.parse(text)),
+    () => {
+      const { publicKey, privateKey } = webpush.generateVAPIDKeys();
+      return { value: { publicKey, privateKey }, text: `${JSON.stringify({ publicKey, privateKey })}\n` };
+    },
+  );
 }
 
 /** Plain http is accepted only for endpoints on this machine (development and tests). */

@@ -1,7 +1,6 @@
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign, type KeyObject } from "node:crypto";
-import path from "node:path";
 import { decodeBase64, encodeUnpaddedBase64 } from "../lib/base64.js";
+import { loadOrCreateSecretFile } from "../lib/secret-file.js";
 
 /** The server's ed25519 signing key. */
 export interface SigningKey {
@@ -75,79 +74,14 @@ export function formatSigningKeyFile(key: SigningKey): string {
   return `ed25519 ${version} ${encodeUnpaddedBase64(key.seed)}\n`;
 }
 
-function errorCode(err: unknown): string | undefined {
-  return typeof err === "object" && err !== null && "code" in err ? String((err as { code: unknown }).code) : undefined;
-}
-
-function loadExisting(file: string): SigningKey {
-  const st = statSync(file);
-  if (!st.isFile()) throw new Error(`Signing key ${file} is not a regular file`);
-  // POSIX permission bits mean nothing on Windows, where Node reports every file as 0o666.
-  if (process.platform !== "win32" && (st.mode & 0o077) !== 0) {
-    throw new Error(`Signing key ${file} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 on it`);
-  }
-  try {
-    return parseSigningKeyFile(readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new Error(`Signing key ${file} is malformed: ${(err as Error).message}`);
-  }
-}
-
 /**
  * Loads the server's signing key, creating it on first start. Losing or replacing this key makes
  * every event and key response we signed unverifiable by others, so anything unexpected stops
  * startup instead of silently generating a new one.
  */
 export function loadOrCreateSigningKey(file: string): SigningKey {
-  try {
-    return loadExisting(file);
-  } catch (err) {
-    if (errorCode(err) !== "ENOENT") throw err;
-  }
-
-  const dir = path.dirname(file);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const key = generateSigningKey();
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
-  const fd = openSync(tmp, "wx", 0o600);
-  try {
-    writeSync(fd, formatSigningKeyFile(key));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    // link() fails if the file appeared meanwhile (another process starting on the same data
-    // directory), so two processes never end up signing with different keys.
-    try {
-      linkSync(tmp, file);
-    } catch (err) {
-      const code = errorCode(err);
-      if (code === "EEXIST") return loadExisting(file);
-      if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EXDEV" && code !== "ENOSYS") throw err;
-      // Filesystems without hard links: fall back to rename, which is still atomic.
-      renameSync(tmp, file);
-    }
-  } finally {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // Already renamed into place.
-    }
-  }
-  syncDirectory(dir);
-  return key;
-}
-
-/** Makes the new directory entry durable; not possible on every platform, hence best effort. */
-function syncDirectory(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(dir, "r");
-    fsyncSync(fd);
-  } catch {
-    // Windows cannot open directories; the file itself was already fsynced.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
+  return loadOrCreateSecretFile(file, "Signing key", parseSigningKeyFile, () => {
+    const key = generateSigningKey();
+    return { value: key, text: formatSigningKeyFile(key) };
+  });
 }
