@@ -46,6 +46,10 @@ export async function startServer(config: Config, opts: { log?: Logger; bus?: Bu
   // Web Push subscriptions are bound to this key pair; it is created on first start (mode 0600).
   const vapidKeys = loadOrCreateVapidKeys(path.join(config.dataDir, "vapid.json"));
   const services = createServices({ config, log, storage, bus, signingKey, vapidKeys });
+  // From here on the notifier knows which positions it has heard of (idle long-polls answer
+  // without a lookup, see Notifier.quietThrough).
+  const readPosition = () => services.stream.current();
+  services.notifier.start(await readPosition(), readPosition);
   const app = await buildApp(services);
   await prepareDummyHash();
   const stopSweepers = startSweepers(services);

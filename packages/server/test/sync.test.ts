@@ -66,6 +66,28 @@ describeEachDatabase("/sync", ({ server }) => {
     assert.equal(body.next_batch, since);
   });
 
+  test("a long-poll that times out while others' rooms are busy answers past their news and misses nothing of its own", async () => {
+    const mine = (await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } })).body.room_id;
+    await api(server().url, "POST", `/_matrix/client/v3/join/${enc(mine)}`, { token: bert.access_token, body: {} });
+    const others = (await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: {} })).body.room_id;
+    const since = (await sync(bert.access_token)).next_batch;
+    const poll = sync(bert.access_token, { since, timeout: "800" });
+    for (let i = 0; i < 3; i++) {
+      await api(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(others)}/send/m.room.message/busy${i}`, { token: anna.access_token, body: { msgtype: "m.text", body: `elsewhere ${i}` } });
+    }
+    const quiet = await poll;
+    assertConformsToSpec("GET", "/_matrix/client/v3/sync", 200, quiet);
+    assert.ok(Number(quiet.next_batch.slice(1)) >= Number(since.slice(1)) + 3, `the answer moves past the other room's messages (${since} -> ${quiet.next_batch})`);
+    assert.deepEqual(quiet.rooms.join, {});
+    assert.equal(quiet.device_one_time_keys_count, undefined, "answered without a lookup (a built answer carries key counts)");
+    // Nothing of bert's own rooms is skipped by that token: the next message arrives in full.
+    await api(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(mine)}/send/m.room.message/mine1`, { token: anna.access_token, body: { msgtype: "m.text", body: "for bert" } });
+    const next = await sync(bert.access_token, { since: quiet.next_batch, timeout: "5000" });
+    assert.deepEqual(next.rooms.join[mine].timeline.events.map((e: Json) => e.content.body), ["for bert"]);
+    assert.equal(next.rooms.join[others], undefined);
+    assert.equal(typeof next.device_one_time_keys_count, "object", "a full answer still reports key counts");
+  });
+
   test("a gap produces a limited timeline with prev_batch that /messages continues from", async () => {
     const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } });
     const roomId = r.body.room_id;

@@ -1,8 +1,17 @@
 /** A wake-up: "the stream reached `position`; these rooms and users have news". Never data. */
 export interface WakeUp {
   position: number;
+  /**
+   * The position the announced batch started after: it covers (from, position]. Batches tile the
+   * stream exactly (positions are allocated under the counter lock), so a receiver can tell when
+   * it has heard of every position up to some point, even when wake-ups from several processes
+   * arrive out of order. Absent from peers that predate it.
+   */
+  from?: number;
   rooms: string[];
   users: string[];
+  /** Only presence changed: long-polls whose filter leaves presence out need not wake. */
+  presenceOnly?: boolean;
 }
 
 export interface Bus {

@@ -48,6 +48,9 @@ describe("parseWakeUp", () => {
   const bytes = (v: unknown) => new TextEncoder().encode(typeof v === "string" ? v : JSON.stringify(v));
   test("accepts the wire form", () => {
     assert.deepEqual(parseWakeUp(bytes({ p: 7, r: ["!a:x"], u: [] })), { position: 7, rooms: ["!a:x"], users: [] });
+    assert.deepEqual(parseWakeUp(bytes({ p: 7, f: 5, r: [], u: ["@u:x"], o: 1 })), { position: 7, from: 5, rooms: [], users: ["@u:x"], presenceOnly: true });
+    assert.equal(parseWakeUp(bytes({ p: 7, f: 7, r: [], u: [] })), null, "a range must not be empty");
+    assert.equal(parseWakeUp(bytes({ p: 7, f: "5", r: [], u: [] })), null);
   });
   test("refuses anything else", () => {
     for (const bad of ["not json", "null", "[]", { p: "7", r: [], u: [] }, { p: -1, r: [], u: [] }, { p: 1.5, r: [], u: [] }, { p: 1, r: [3], u: [] }, { p: 1, r: [] }]) assert.equal(parseWakeUp(bytes(bad)), null, JSON.stringify(bad));

@@ -1,5 +1,6 @@
 import type { Db } from "../storage/database.js";
 import type { StreamWrite } from "../storage/stream.js";
+import type { WindowNews } from "../sync/window-news.js";
 
 /** Bound for `in (...)` lists, well under SQLite's and PostgreSQL's parameter limits. */
 const CHUNK = 500;
@@ -55,23 +56,32 @@ const SHORT_WINDOW = 5000;
 export class DeviceLists {
   constructor(private readonly db: Db) {}
 
-  async changes(userId: string, since: number, upto: number): Promise<DeviceListChanges> {
+  /**
+   * `news`: who has news in this short window (see WindowNews), asked once for everybody; with
+   * it, a user with no device change, signature notice or member event near them costs no query.
+   */
+  async changes(userId: string, since: number, upto: number, news: WindowNews | null = null): Promise<DeviceListChanges> {
     if (upto <= since) return { changed: [], left: [] };
     const db = this.db;
-    const joinedRooms = (await db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join").execute()).map((r) => r.room_id);
+    const shared = news !== null && news.memberEvents !== null ? { ...news, memberEvents: news.memberEvents } : null;
+    let joined: string[] | null = null;
+    const joinedRooms = async (): Promise<string[]> =>
+      (joined ??= (await db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join").execute()).map((r) => r.room_id));
     const changed = new Set<string>();
 
     // Users who share a room now and whose devices or keys changed in the window.
-    const own = await db.selectFrom("device_list_changes").select("user_id").where("user_id", "=", userId).where("stream_pos", ">", since).where("stream_pos", "<=", upto).executeTakeFirst();
+    const own = shared
+      ? shared.deviceLists.has(userId)
+      : (await db.selectFrom("device_list_changes").select("user_id").where("user_id", "=", userId).where("stream_pos", ">", since).where("stream_pos", "<=", upto).executeTakeFirst()) !== undefined;
     if (own) changed.add(userId);
     if (upto - since <= SHORT_WINDOW) {
       // A long-poll's window holds few changes, if any: start from them. (The join below walks
       // every member of every room the user is in — thousands of rows per /sync in a big room.)
-      const inWindow = await db.selectFrom("device_list_changes").select("user_id").where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute();
-      const others = inWindow.map((r) => r.user_id).filter((u) => u !== userId);
-      if (others.length > 0) for (const u of await this.sharing(userId, others, joinedRooms)) if (u !== userId) changed.add(u);
+      const inWindow = shared ? [...shared.deviceLists] : (await db.selectFrom("device_list_changes").select("user_id").where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute()).map((r) => r.user_id);
+      const others = inWindow.filter((u) => u !== userId);
+      if (others.length > 0) for (const u of await this.sharing(userId, others, await joinedRooms())) if (u !== userId) changed.add(u);
     } else {
-      for (const rooms of chunks(joinedRooms)) {
+      for (const rooms of chunks(await joinedRooms())) {
         const rows = await db
           .selectFrom("device_list_changes as c")
           .innerJoin("room_members as m", "m.user_id", "c.user_id")
@@ -85,26 +95,36 @@ export class DeviceLists {
         for (const r of rows) changed.add(r.user_id);
       }
     }
-    const notices = await db.selectFrom("e2e_signature_notices").select("target_user_id").where("user_id", "=", userId).where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute();
-    for (const n of notices) changed.add(n.target_user_id);
+    if (!shared || shared.signatureNotices.has(userId)) {
+      const notices = await db.selectFrom("e2e_signature_notices").select("target_user_id").where("user_id", "=", userId).where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute();
+      for (const n of notices) changed.add(n.target_user_id);
+    }
+    // With no member event in the window, nobody joined or left near this user.
+    if (shared && shared.memberEvents.length === 0) return { changed: [...changed].sort(), left: [] };
 
     // Membership changes in the window: in rooms the user is in now, and in rooms it left.
-    const leftRows = await db.selectFrom("room_members").select(["room_id", "stream_ordering"]).where("user_id", "=", userId).where("membership", "!=", "join").where("stream_ordering", ">", since).where("stream_ordering", "<=", upto).execute();
+    const leftRows =
+      shared && !shared.memberEvents.some((e) => e.state_key === userId)
+        ? []
+        : await db.selectFrom("room_members").select(["room_id", "stream_ordering"]).where("user_id", "=", userId).where("membership", "!=", "join").where("stream_ordering", ">", since).where("stream_ordering", "<=", upto).execute();
     const leftRooms = leftRows.map((r) => r.room_id);
     const candidatesLeft = new Set<string>();
-    const rooms = [...joinedRooms, ...leftRooms];
-    const joinedSet = new Set(joinedRooms);
+    const rooms = [...(await joinedRooms()), ...leftRooms];
+    const joinedSet = new Set(await joinedRooms());
     const ownJoinedRooms: string[] = [];
-    for (const batch of chunks(rooms)) {
-      const events = (await db
-        .selectFrom("events")
-        .select(["room_id", "state_key", "membership", "json", "stream_ordering"])
-        .where("type", "=", "m.room.member")
-        .where("stream_ordering", ">", since)
-        .where("stream_ordering", "<=", upto)
-        .where("room_id", "in", batch)
-        .orderBy("stream_ordering")
-        .execute()) as MemberEventRow[];
+    const roomSet = new Set(rooms);
+    for (const batch of shared ? [rooms] : chunks(rooms)) {
+      const events = shared
+        ? shared.memberEvents.filter((e) => roomSet.has(e.room_id))
+        : ((await db
+            .selectFrom("events")
+            .select(["room_id", "state_key", "membership", "json", "stream_ordering"])
+            .where("type", "=", "m.room.member")
+            .where("stream_ordering", ">", since)
+            .where("stream_ordering", "<=", upto)
+            .where("room_id", "in", batch)
+            .orderBy("stream_ordering")
+            .execute()) as MemberEventRow[]);
       // The first member event of a user in the window tells the membership at `since` (its
       // prev_content), the last one the membership now.
       const firstPrev = new Map<string, string | undefined>();
@@ -163,7 +183,7 @@ export class DeviceLists {
 
     const left: string[] = [];
     if (candidatesLeft.size > 0) {
-      const stillShared = await this.sharing(userId, [...candidatesLeft], joinedRooms);
+      const stillShared = await this.sharing(userId, [...candidatesLeft], await joinedRooms());
       for (const u of candidatesLeft) if (!stillShared.has(u)) left.push(u);
       for (const u of left) changed.delete(u);
     }

@@ -6,6 +6,7 @@ import { DeviceLists } from "./device-lists.js";
 import { E2eeKeys } from "./keys.js";
 import { KeyBackup } from "./key-backup.js";
 import { ToDevice } from "./to-device.js";
+import { toDeviceKey } from "../sync/window-news.js";
 
 export interface E2ee {
   keys: E2eeKeys;
@@ -25,14 +26,14 @@ export function createE2ee(deps: { storage: Storage; stream: StreamWriter; serve
   const keyBackup = new KeyBackup(storage.db);
   const deviceLists = new DeviceLists(storage.db);
 
-  const syncExtension: SyncExtension = async ({ viewer, since, upto }, out) => {
+  const syncExtension: SyncExtension = async ({ viewer, since, upto, news }, out) => {
     const [events, counts, fallbacks, lists] = await Promise.all([
-      toDevice.deliver(viewer, since, upto),
+      toDevice.deliver(viewer, since, upto, { noneNew: news !== null && !news.toDevice.has(toDeviceKey(viewer.userId, viewer.deviceId)) }),
       keys.oneTimeKeyCounts(viewer.userId, viewer.deviceId),
       keys.unusedFallbackKeyTypes(viewer.userId, viewer.deviceId),
       // The spec reports device list changes only in incremental syncs; an initial sync makes the
       // client query everyone anyway.
-      since !== null ? deviceLists.changes(viewer.userId, since, upto) : Promise.resolve({ changed: [], left: [] }),
+      since !== null ? deviceLists.changes(viewer.userId, since, upto, news) : Promise.resolve({ changed: [], left: [] }),
     ]);
     out.to_device = { events };
     out.device_one_time_keys_count = counts;

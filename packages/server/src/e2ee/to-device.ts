@@ -85,13 +85,19 @@ export class ToDevice {
    * The messages for one /sync response: acknowledges (deletes) what earlier responses delivered
    * up to `since`, then returns the next messages up to `upto`. When more wait than one response
    * carries, the remainder moves to a fresh stream position beyond `upto`, so acknowledging this
-   * response's token cannot delete messages it did not carry.
+   * response's token cannot delete messages it did not carry. `noneNew`: nothing arrived in
+   * (since, upto] (see WindowNews), so only the acknowledgement is left to do.
    */
-  async deliver(viewer: Viewer, since: number | null, upto: number): Promise<ToDeviceEvent[]> {
+  async deliver(viewer: Viewer, since: number | null, upto: number, opts: { noneNew?: boolean } = {}): Promise<ToDeviceEvent[]> {
     const { userId, deviceId } = viewer;
     if (since !== null) {
-      await this.db.deleteFrom("device_inbox").where("user_id", "=", userId).where("device_id", "=", deviceId).where("stream_pos", "<=", since).execute();
+      // Looked for first: a delete takes the write lock even when it finds nothing, and most
+      // syncs have nothing to acknowledge.
+      const delivered = await this.db.selectFrom("device_inbox").select("id").where("user_id", "=", userId).where("device_id", "=", deviceId).where("stream_pos", "<=", since).limit(1).executeTakeFirst();
+      if (delivered) await this.db.deleteFrom("device_inbox").where("user_id", "=", userId).where("device_id", "=", deviceId).where("stream_pos", "<=", since).execute();
     }
+    // The caller knows (from who got messages in the window) that none arrived after `since`.
+    if (opts.noneNew === true && since !== null) return [];
     const rows = await this.db
       .selectFrom("device_inbox")
       .select(["id", "sender", "type", "content"])

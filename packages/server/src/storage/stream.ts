@@ -18,17 +18,14 @@ export interface StreamWrite {
   touch(target: { rooms?: Iterable<string>; users?: Iterable<string>; kind?: "presence" }): void;
 }
 
-const presenceOnlyWakeUps = new WeakSet<WakeUp>();
-
 /**
- * Whether a wake-up published by this process announces nothing but presence changes. Every
- * online user re-announces presence every minute and each announcement names all of the user's
- * rooms, so in a room of thousands, waking only the long-polls that asked for presence is the
- * difference between a handful of wake-ups and thousands per second. Wake-ups from other
- * processes (over NATS) carry no such mark and wake everyone, which is merely slower.
+ * Whether a wake-up announces nothing but presence changes. Every online user re-announces
+ * presence every minute and each announcement names all of the user's rooms, so in a room of
+ * thousands, waking only the long-polls that asked for presence is the difference between a
+ * handful of wake-ups and thousands per second.
  */
 export function isPresenceOnly(w: WakeUp): boolean {
-  return presenceOnlyWakeUps.has(w);
+  return w.presenceOnly === true;
 }
 
 interface Pending {
@@ -180,8 +177,8 @@ export class StreamWriter {
         if (item.outcome?.ok && item.presenceOnly === false) presenceOnly = false;
       }
       // One wake-up for the batch: waiters compare positions, and every item is at or below it.
-      const wake: WakeUp = { position: pos, rooms: [...rooms], users: [...users] };
-      if (presenceOnly) presenceOnlyWakeUps.add(wake);
+      const wake: WakeUp = { position: pos, from: start, rooms: [...rooms], users: [...users] };
+      if (presenceOnly) wake.presenceOnly = true;
       try {
         this.bus.publish(wake);
       } catch (err) {

@@ -5,6 +5,7 @@ import { StreamWriter } from "../storage/stream.js";
 import { LocalBus } from "../bus/local.js";
 import { Metrics } from "../http/metrics.js";
 import { Notifier } from "./notifier.js";
+import type { WakeUp } from "../bus/bus.js";
 
 describe("Notifier", () => {
   let storage: Storage;
@@ -77,5 +78,117 @@ describe("Notifier", () => {
       ),
       false,
     );
+  });
+});
+
+describe("Notifier: which positions it can vouch for", () => {
+  const wake = (from: number | undefined, position: number, rooms: string[] = ["!elsewhere:test"]): WakeUp => ({ from, position, rooms, users: [] });
+  let bus: LocalBus;
+  let notifier: Notifier;
+  let reads = 0;
+  let committed = 0;
+  const fresh = (opts: { gapGiveUpMs?: number } = {}) => {
+    notifier?.close();
+    bus = new LocalBus();
+    notifier = new Notifier(bus, new Metrics(), opts);
+    reads = 0;
+    notifier.start(10, async () => {
+      reads++;
+      return committed;
+    });
+  };
+  after(() => notifier.close());
+  const timeout = (since: number) => notifier.wait("@w:test", new Set(["!room:test"]), since, 5);
+
+  test("a long-poll that times out with no news can answer the last announced position", async () => {
+    fresh();
+    const waiting = timeout(10);
+    bus.publish(wake(10, 12));
+    bus.publish(wake(12, 13));
+    assert.deepEqual(await waiting, { reason: "timeout", quietThrough: 13 });
+  });
+
+  test("news for the waiter wakes it instead", async () => {
+    fresh();
+    const waiting = timeout(10);
+    bus.publish(wake(10, 11, ["!room:test"]));
+    assert.deepEqual(await waiting, { reason: "woken" });
+  });
+
+  test("out of order: nothing past a missing batch is vouched for until it arrives", async () => {
+    fresh();
+    // Another process's batch (12, 15] overtook (10, 12], which may hold news for the waiter.
+    bus.publish(wake(12, 15));
+    let outcome = await timeout(10);
+    assert.equal(outcome.reason, "woken", "position 15 was heard of, so the caller looks first");
+    outcome = await notifier.wait("@w:test", new Set(["!room:test"]), 15, 5);
+    assert.deepEqual(outcome, { reason: "timeout", quietThrough: null }, "a wait from 15 cannot rely on (10, 12]");
+    bus.publish(wake(10, 12));
+    assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 15, 5), { reason: "timeout", quietThrough: 15 });
+  });
+
+  test("a wait that began before the watermark started is not vouched for", async () => {
+    fresh();
+    assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 8, 5), { reason: "timeout", quietThrough: null });
+  });
+
+  test("a peer that does not announce ranges switches the shortcut off", async () => {
+    fresh();
+    bus.publish(wake(undefined, 11));
+    assert.deepEqual(await timeout(11), { reason: "timeout", quietThrough: null });
+    bus.publish(wake(11, 12));
+    assert.deepEqual(await timeout(12), { reason: "timeout", quietThrough: null });
+  });
+
+  test("a batch that never arrives is given up on: the watermark starts again from the committed position", async () => {
+    fresh({ gapGiveUpMs: 0 });
+    committed = 20;
+    bus.publish(wake(12, 15)); // (10, 12] is lost
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    bus.publish(wake(15, 20)); // past the give-up time: read the committed position again
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(reads, 1);
+    assert.deepEqual(await timeout(20), { reason: "timeout", quietThrough: 20 });
+    bus.publish(wake(20, 21));
+    assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 21, 5), { reason: "timeout", quietThrough: 21 });
+  });
+
+  test("quietBetween: a window is quiet for a user when no batch in it named the user or one of its rooms", () => {
+    fresh();
+    const rooms = new Set(["!room:test"]);
+    bus.publish(wake(10, 12));
+    bus.publish({ from: 12, position: 13, rooms: ["!room:test"], users: [], presenceOnly: true });
+    bus.publish({ from: 13, position: 14, rooms: [], users: ["@other:test"] });
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 14, false), true, "presence-only news passes a waiter without presence");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 14, true), false, "but not one that wants presence");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 13, 14, true), true, "windows after it are quiet again");
+    bus.publish({ from: 14, position: 15, rooms: [], users: ["@w:test"] });
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false), false, "news naming the user");
+    bus.publish(wake(15, 16, ["!room:test"]));
+    assert.equal(notifier.quietBetween("@w:test", rooms, 15, 16, false), false, "news in one of its rooms");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 15, 17, false), false, "a window reaching past what was announced");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 8, 12, false), false, "a window from before the watermark started");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 16, 16, false), true);
+  });
+
+  test("quietBetween: out of order, nothing is vouched for until the gap closes", () => {
+    fresh();
+    const rooms = new Set(["!room:test"]);
+    bus.publish(wake(12, 15));
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false), false);
+    bus.publish(wake(10, 12, ["!room:test"]));
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false), false, "the late batch named the room");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 12, 15, false), true);
+  });
+
+  test("aborting and closing say so", async () => {
+    fresh();
+    const ac = new AbortController();
+    const waiting = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000, ac.signal);
+    ac.abort();
+    assert.deepEqual(await waiting, { reason: "aborted" });
+    const open = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000);
+    notifier.close();
+    assert.deepEqual(await open, { reason: "closed" });
   });
 });

@@ -8,8 +8,24 @@ interface Waiter {
   since: number;
   /** Whether presence changes are news to it (its filter lets m.presence through). */
   presence: boolean;
-  wake: () => void;
+  wake: (outcome: WaitOutcome) => void;
 }
+
+/**
+ * How a wait ended. `quietThrough` (timeouts only): every position in (since, quietThrough] has
+ * been announced here and none of those announcements named this waiter's user or rooms, so a
+ * /sync over that window has nothing to say — it can answer `quietThrough` as its next token
+ * without looking. Null when that cannot be vouched for (see Notifier.quietThrough).
+ */
+export type WaitOutcome = { reason: "woken" | "aborted" | "closed" } | { reason: "timeout"; quietThrough: number | null };
+
+/** Recent wake-ups kept to tell whether a short window held news for someone (quietBetween). */
+const LOG_SIZE = 4096;
+
+/** Out-of-order batches remembered while an earlier one is still on its way. */
+const MAX_AHEAD = 10_000;
+/** A batch missing this long was lost (NATS is at-most-once): stop waiting for it (default). */
+const GAP_GIVE_UP_MS = 10_000;
 
 /**
  * Wakes long-polling /sync requests when the stream passes their position with news for them.
@@ -21,6 +37,28 @@ export class Notifier {
   /** The waiters of byRoom that want presence: all a presence-only wake-up needs to look at. */
   private readonly byRoomPresence = new Map<string, Set<Waiter>>();
   private position = 0;
+  /**
+   * Every batch that ends at or below this position has been announced here (null: unknown —
+   * before `start`, or after a peer sent a wake-up without its range). Only waits that began at
+   * or after `floor` may rely on it: positions below the floor were committed before this
+   * watermark was (re)established and may never be announced.
+   */
+  private announced: number | null = null;
+  private floor = Number.MAX_SAFE_INTEGER;
+  /** Batches heard ahead of a gap: from -> position, with when the first of them arrived. */
+  private readonly ahead = new Map<number, number>();
+  private gapSince = 0;
+  /** The last LOG_SIZE wake-ups with a range, in arrival order (a ring). */
+  private readonly log: WakeUp[] = [];
+  private logNext = 0;
+  /** Every batch in (logStart, announced] is in `log`. */
+  private logStart = Number.MAX_SAFE_INTEGER;
+  /** Whether wake-ups have arrived in position order so far (always so with one process). */
+  private logOrdered = true;
+  private rebaseline: (() => Promise<number>) | null = null;
+  /** A (re)start of the watermark is under way: batches heard meanwhile are kept in `ahead`. */
+  private rebaselining = true;
+  private legacyPeer = false;
   private readonly unsubscribe: () => void;
   private readonly observers: Array<(w: WakeUp) => void> = [];
   private closed = false;
@@ -29,10 +67,14 @@ export class Notifier {
     return this.closed;
   }
 
+  private readonly gapGiveUpMs: number;
+
   constructor(
     bus: Bus,
     private readonly metrics: Metrics,
+    opts: { gapGiveUpMs?: number } = {},
   ) {
+    this.gapGiveUpMs = opts.gapGiveUpMs ?? GAP_GIVE_UP_MS;
     this.unsubscribe = bus.subscribe((w) => this.onWakeUp(w));
   }
 
@@ -41,27 +83,165 @@ export class Notifier {
    * With `presence: false` (a filter that leaves out presence), wake-ups that only announce
    * presence changes pass it by (see isPresenceOnly).
    */
-  wait(userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal?: AbortSignal, opts: { presence?: boolean } = {}): Promise<void> {
+  wait(userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal?: AbortSignal, opts: { presence?: boolean } = {}): Promise<WaitOutcome> {
+    if (this.closed) return Promise.resolve({ reason: "closed" });
+    if (signal?.aborted) return Promise.resolve({ reason: "aborted" });
     // A write that committed after the caller read `since` but before it got here was announced
     // already; returning lets the caller look again instead of sleeping through it.
-    if (this.closed || timeoutMs <= 0 || signal?.aborted || this.position > since) return Promise.resolve();
+    if (this.position > since) return Promise.resolve({ reason: "woken" });
+    if (timeoutMs <= 0) return Promise.resolve({ reason: "timeout", quietThrough: this.quietThrough(since) });
     return new Promise((resolve) => {
+      const onAbort = () => waiter.wake({ reason: "aborted" });
       const waiter: Waiter = {
         userId,
         rooms,
         since,
         presence: opts.presence ?? true,
-        wake: () => {
+        wake: (outcome) => {
           clearTimeout(timer);
           this.remove(waiter);
-          signal?.removeEventListener("abort", waiter.wake);
-          resolve();
+          signal?.removeEventListener("abort", onAbort);
+          resolve(outcome);
         },
       };
-      const timer = setTimeout(waiter.wake, timeoutMs);
-      signal?.addEventListener("abort", waiter.wake, { once: true });
+      // Computed the moment the timer fires: a wake-up handled later is not covered by it.
+      const timer = setTimeout(() => waiter.wake({ reason: "timeout", quietThrough: this.quietThrough(since) }), timeoutMs);
+      signal?.addEventListener("abort", onAbort, { once: true });
       this.add(waiter);
     });
+  }
+
+  /**
+   * Starts the announced-position watermark at `position`, the committed stream position read
+   * when the process starts; `read` reads it again should a wake-up from another process be lost.
+   */
+  start(position: number, read: () => Promise<number>): void {
+    this.rebaseline = read;
+    this.rebaselining = false;
+    this.resetWatermark(position);
+  }
+
+  /**
+   * The highest position P such that every batch in (since, P] was announced here, for a wait
+   * that began at `since` — or null if that is not known. A waiter that timed out was named by
+   * none of those announcements (it would have been woken), so nothing in that window is news
+   * to it.
+   */
+  private quietThrough(since: number): number | null {
+    if (this.announced === null || since < this.floor || this.announced < since) return null;
+    return this.announced;
+  }
+
+  /**
+   * Whether nothing in (since, upto] is news for this user: every batch of that window was
+   * announced here, and none named the user or one of `rooms` (presence-only batches count only
+   * with `presence`). A long-poll coming back while other rooms are busy finds the stream moved
+   * on; this answers "anything for me?" without building a response.
+   */
+  quietBetween(userId: string, rooms: ReadonlySet<string>, since: number, upto: number, presence: boolean): boolean {
+    if (upto <= since) return true;
+    if (this.announced === null || this.announced < upto || since < this.floor || since < this.logStart) return false;
+    const n = this.log.length;
+    for (let i = 1; i <= n; i++) {
+      const w = this.log[(this.logNext - i + n) % n]!;
+      if (w.position <= since) {
+        if (this.logOrdered) break;
+        continue;
+      }
+      if (w.from! >= upto) continue;
+      if (w.presenceOnly === true && !presence) continue;
+      if (w.users.includes(userId)) return false;
+      for (const r of w.rooms) if (rooms.has(r)) return false;
+    }
+    return true;
+  }
+
+  private remember(w: WakeUp): void {
+    if (this.log.length > 0 && w.from !== this.log[(this.logNext - 1 + this.log.length) % this.log.length]!.position) this.logOrdered = false;
+    if (this.log.length < LOG_SIZE) {
+      this.log.push(w);
+      this.logNext = this.log.length % LOG_SIZE;
+      return;
+    }
+    const evicted = this.log[this.logNext]!;
+    if (evicted.position > this.logStart) this.logStart = evicted.position;
+    this.log[this.logNext] = w;
+    this.logNext = (this.logNext + 1) % LOG_SIZE;
+  }
+
+  private resetWatermark(position: number): void {
+    this.announced = position;
+    this.floor = position;
+    this.logStart = Math.max(position, this.oldestLogged());
+    for (const from of [...this.ahead.keys()]) if (from < position) this.ahead.delete(from);
+    this.advance();
+  }
+
+  /** Where the log's coverage could begin: after the newest batch it has already dropped. */
+  private oldestLogged(): number {
+    return this.log.length < LOG_SIZE ? 0 : this.log[this.logNext]!.from!;
+  }
+
+  private advance(): void {
+    for (let next = this.ahead.get(this.announced!); next !== undefined; next = this.ahead.get(this.announced!)) {
+      this.ahead.delete(this.announced!);
+      this.announced = next;
+    }
+    if (this.ahead.size === 0) this.gapSince = 0;
+  }
+
+  private track(w: WakeUp): void {
+    if (this.legacyPeer) return;
+    if (w.from === undefined) {
+      // A peer that does not say which positions it announces: nothing can be vouched for, until
+      // the process restarts.
+      this.legacyPeer = true;
+      this.announced = null;
+      this.floor = Number.MAX_SAFE_INTEGER;
+      this.ahead.clear();
+      return;
+    }
+    this.remember(w);
+    if (this.announced === null) {
+      // Before `start`, or while the watermark is read again: keep what is heard meanwhile.
+      if (this.ahead.size < MAX_AHEAD) this.ahead.set(w.from, w.position);
+      if (!this.rebaselining) this.giveUpGap();
+      return;
+    }
+    if (w.from <= this.announced) {
+      if (w.position > this.announced) this.announced = w.position;
+      this.advance();
+      return;
+    }
+    this.ahead.set(w.from, w.position);
+    const now = Date.now();
+    if (this.gapSince === 0) this.gapSince = now;
+    if (this.ahead.size > MAX_AHEAD || now - this.gapSince > this.gapGiveUpMs) {
+      this.ahead.clear();
+      this.giveUpGap();
+    }
+  }
+
+  /**
+   * A batch before the ones held ahead never arrived. Start over from the committed position:
+   * waits that began before it are answered by building a response, as without the watermark.
+   */
+  private giveUpGap(): void {
+    const read = this.rebaseline;
+    this.announced = null;
+    this.floor = Number.MAX_SAFE_INTEGER;
+    this.gapSince = 0;
+    if (!read || this.rebaselining) return;
+    this.rebaselining = true;
+    read().then(
+      (position) => {
+        this.rebaselining = false;
+        if (!this.closed) this.resetWatermark(position);
+      },
+      () => {
+        this.rebaselining = false;
+      },
+    );
   }
 
   /** Calls `fn` with every wake-up, before the waiters it wakes get to run (cache invalidation). */
@@ -73,18 +253,19 @@ export class Notifier {
   close(): void {
     this.closed = true;
     this.unsubscribe();
-    for (const set of this.byUser.values()) for (const w of [...set]) w.wake();
+    for (const set of this.byUser.values()) for (const w of [...set]) w.wake({ reason: "closed" });
   }
 
   private onWakeUp(w: WakeUp): void {
     if (w.position > this.position) this.position = w.position;
+    this.track(w);
     for (const fn of this.observers) fn(w);
     const hit = new Set<Waiter>();
     const presenceOnly = isPresenceOnly(w);
     for (const u of w.users) for (const waiter of this.byUser.get(u) ?? []) if (!presenceOnly || waiter.presence) hit.add(waiter);
     const index = presenceOnly ? this.byRoomPresence : this.byRoom;
     for (const r of w.rooms) for (const waiter of index.get(r) ?? []) hit.add(waiter);
-    for (const waiter of hit) if (w.position > waiter.since) waiter.wake();
+    for (const waiter of hit) if (w.position > waiter.since) waiter.wake({ reason: "woken" });
   }
 
   private add(w: Waiter): void {

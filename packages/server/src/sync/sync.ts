@@ -12,6 +12,7 @@ import { DEFAULT_TIMELINE_LIMIT, matchesEventFilter, roomAllowed, typeMatches, t
 import { SharedSyncCache } from "./shared-cache.js";
 import { prepared } from "../storage/prepared.js";
 import { isPresenceOnly } from "../storage/stream.js";
+import { loadWindowNews, weighWindowNews, type WindowNews } from "./window-news.js";
 
 export interface SyncParams {
   since: string | undefined;
@@ -37,8 +38,12 @@ const selectMemberships = prepared((db, userId: string, upto: number) =>
   db.selectFrom("room_members").select(["room_id", "membership", "stream_ordering", "event_id"]).where("user_id", "=", userId).where("forgotten", "=", 0).where("stream_ordering", "<=", upto),
 );
 
-/** Extra /sync sections other modules fill (to-device, device lists, key counts). */
-export type SyncExtension = (ctx: { viewer: Viewer; since: number | null; upto: number; joinedRooms: string[] }, out: Json) => Promise<void>;
+/**
+ * Extra /sync sections other modules fill (to-device, device lists, key counts). `news`: who has
+ * news of which kind in a short window (null for initial syncs and long windows), so an
+ * extension can skip its queries for users with none.
+ */
+export type SyncExtension = (ctx: { viewer: Viewer; since: number | null; upto: number; joinedRooms: string[]; news: WindowNews | null }, out: Json) => Promise<void>;
 
 export function formatToken(pos: number): string {
   return `s${pos}`;
@@ -103,12 +108,25 @@ export class SyncService {
       // (since, since] is empty. Skipping that build halves the work of a long-poll cycle. (The
       // one side effect of a build, acknowledging to-device messages up to `since`, happens in
       // the build that answers the request instead.)
+      const presence = wantsType(p.filter?.presence, "m.presence");
+      let rooms: Set<string> | null = null;
+      const roomsNow = async () => (rooms ??= new Set(await this.d.rooms.joinedRooms(viewer.userId)));
       if (since !== upto || p.fullState || answerNow()) {
-        const out = await this.build(viewer, since, upto, p);
-        if (answerNow() || hasNews(out)) return out;
+        // A long-poll back while other rooms are busy finds the stream moved on; if nothing
+        // announced in between named it, there is nothing to build (see quietBetween).
+        const quiet = since !== null && !p.fullState && !answerNow() && this.d.notifier.quietBetween(viewer.userId, await roomsNow(), since, upto, presence);
+        if (!quiet) {
+          const out = await this.build(viewer, since, upto, p);
+          if (answerNow() || hasNews(out)) return out;
+        }
       }
-      const rooms = new Set(await this.d.rooms.joinedRooms(viewer.userId));
-      await this.d.notifier.wait(viewer.userId, rooms, upto, deadline - Date.now(), p.signal, { presence: wantsType(p.filter?.presence, "m.presence") });
+      const outcome = await this.d.notifier.wait(viewer.userId, await roomsNow(), upto, deadline - Date.now(), p.signal, { presence });
+      // Nobody reads the answer to a request whose client went away.
+      if (outcome.reason === "aborted") return quietResponse(upto);
+      // A long-poll that timed out without a wake-up for it: (since, upto] was empty and
+      // nothing announced since named its user or rooms, so there is nothing to look up —
+      // with 20,000 idle clients, building these answers was most of the server's work.
+      if (outcome.reason === "timeout" && outcome.quietThrough !== null) return quietResponse(Math.max(upto, outcome.quietThrough));
       if (Date.now() >= deadline || p.signal?.aborted) return this.build(viewer, since, await this.d.stream.current(), p);
     }
   }
@@ -131,6 +149,7 @@ export class SyncService {
     // or typing changes is asked once for everybody syncing over the same window, then narrowed
     // to this user's rooms; only those rooms are looked at further.
     const shortWindow = since !== null && upto - since <= SHARED_WINDOW;
+    const news = shortWindow && since !== null ? await this.windowNews(since, upto) : null;
     const inWindow = (kind: "events" | "receipts" | "typing", rooms: string[]): Promise<string[]> =>
       shortWindow && since !== null ? this.roomsChangedIn(kind, since, upto).then((changed) => rooms.filter((r) => changed.has(r))) : Promise.resolve(rooms);
 
@@ -161,7 +180,11 @@ export class SyncService {
           : this.d.ephemeral.receiptsSince(receiptRooms, since, upto, viewer.userId)
         : new Map<string, Json>(),
       since !== null && filterEphemeral(roomFilter) && typingRooms.length > 0 ? this.d.ephemeral.typingSince(typingRooms, since, upto) : new Map<string, string[]>(),
-      since === null ? this.d.accountData.all(viewer.userId) : this.d.accountData.changedSince(viewer.userId, since, upto),
+      since === null
+        ? this.d.accountData.all(viewer.userId)
+        : news !== null && !news.accountData.has(viewer.userId)
+          ? { global: [], rooms: new Map<string, Json[]>() }
+          : this.d.accountData.changedSince(viewer.userId, since, upto),
     ]);
 
     for (const m of joined) {
@@ -220,8 +243,13 @@ export class SyncService {
       device_one_time_keys_count: {},
       device_unused_fallback_key_types: [],
     };
-    for (const ext of this.extensions) await ext({ viewer, since, upto, joinedRooms: joinedIds }, out);
+    for (const ext of this.extensions) await ext({ viewer, since, upto, joinedRooms: joinedIds, news }, out);
     return out;
+  }
+
+  /** Who has per-user news in (since, upto]: asked once per window for everybody (see WindowNews). */
+  private windowNews(since: number, upto: number): Promise<WindowNews> {
+    return this.shared.get(`news:${since}:${upto}`, undefined, () => loadWindowNews(this.d.db, since, upto), weighWindowNews);
   }
 
   /** Rooms with any item of `kind` in (since, upto]: one query per window, shared (see build). */
@@ -406,6 +434,22 @@ function wantsType(f: EventFilter | undefined, type: string): boolean {
 function filterEphemeral(roomFilter: Filter["room"] | undefined): boolean {
   const ef = roomFilter?.ephemeral;
   return !(ef && ef.limit === 0);
+}
+
+/**
+ * An answer with nothing new, up to `upto`. The key counts are left out rather than guessed:
+ * clients keep what they last heard (an empty fallback-key list would tell them to make a new
+ * fallback key), and the next full answer reports them.
+ */
+function quietResponse(upto: number): Json {
+  return {
+    next_batch: formatToken(upto),
+    rooms: { join: {}, invite: {}, leave: {}, knock: {} },
+    account_data: { events: [] },
+    presence: { events: [] },
+    to_device: { events: [] },
+    device_lists: { changed: [], left: [] },
+  };
 }
 
 function hasNews(out: Json): boolean {
