@@ -111,7 +111,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   const uia = new Uia(db, accounts, () => services.rateLimits.login);
   const roomEvents = new RoomEvents(db, stream, config.serverName, signingKey);
   roomEvents.onPersist(async () => metrics.eventsPersisted.inc());
-  const rooms = new Rooms(db, roomEvents, accounts, config.serverName);
+  const rooms = new Rooms(db, roomEvents, accounts, config.serverName, stream);
   const accountData = new AccountData(db, stream);
   const ephemeral = new Ephemeral(db, stream, accountData);
   const push = new PushService(db, stream, ephemeral, bus);

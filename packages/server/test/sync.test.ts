@@ -88,6 +88,17 @@ describeEachDatabase("/sync", ({ server }) => {
     assert.equal(typeof next.device_one_time_keys_count, "object", "a full answer still reports key counts");
   });
 
+  test("a forgotten room leaves the leave section at once (memberships read earlier are not reused)", async () => {
+    const roomId = (await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } })).body.room_id;
+    await api(server().url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: bert.access_token, body: {} });
+    const withLeaves = JSON.stringify({ room: { include_leave: true } });
+    assert.ok((await sync(bert.access_token)).rooms.join[roomId]);
+    assert.equal((await api(server().url, "POST", `/_matrix/client/v3/rooms/${enc(roomId)}/leave`, { token: bert.access_token, body: {} })).status, 200);
+    assert.ok((await sync(bert.access_token, { filter: withLeaves })).rooms.leave[roomId], "left, not yet forgotten");
+    assert.equal((await api(server().url, "POST", `/_matrix/client/v3/rooms/${enc(roomId)}/forget`, { token: bert.access_token, body: {} })).status, 200);
+    assert.equal((await sync(bert.access_token, { filter: withLeaves })).rooms.leave[roomId], undefined);
+  });
+
   test("a gap produces a limited timeline with prev_batch that /messages continues from", async () => {
     const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } });
     const roomId = r.body.room_id;

@@ -5,6 +5,7 @@ import type { Dialect } from "../storage/schema.js";
 import type { StreamWriter } from "../storage/stream.js";
 import { verifyJsonSignature } from "../rooms/event-crypto.js";
 import { chunks, recordDeviceListChange } from "./device-lists.js";
+import { prepared } from "../storage/prepared.js";
 import {
   LIMITS,
   checkCrossSigningKey,
@@ -57,6 +58,19 @@ const USAGES: Array<[CrossSigningUsage, keyof CrossSigningUpload]> = [
 /** Most users and devices one /keys/query or /keys/claim may name. */
 export const MAX_QUERY_USERS = 10_000;
 export const MAX_CLAIM_DEVICES = 20_000;
+
+// Every /sync reports both counts: compiled once, see prepared.ts.
+const selectKeyCounts = prepared((db, userId: string, deviceId: string) =>
+  db
+    .selectFrom("e2e_one_time_keys")
+    .select(["algorithm", (eb) => eb.fn.countAll<number>().as("n")])
+    .where("user_id", "=", userId)
+    .where("device_id", "=", deviceId)
+    .groupBy("algorithm"),
+);
+const selectUnusedFallbackKeys = prepared((db, userId: string, deviceId: string) =>
+  db.selectFrom("e2e_fallback_keys").select("algorithm").where("user_id", "=", userId).where("device_id", "=", deviceId).where("used", "=", 0).orderBy("algorithm"),
+);
 
 /**
  * Device keys, one-time and fallback keys, cross-signing keys and signatures. Key material is
@@ -168,20 +182,14 @@ export class E2eeKeys {
 
   /** Unclaimed one-time keys per algorithm; signed_curve25519 is always present so clients see a zero. */
   async oneTimeKeyCounts(userId: string, deviceId: string): Promise<Record<string, number>> {
-    const rows = await this.db
-      .selectFrom("e2e_one_time_keys")
-      .select(["algorithm", (eb) => eb.fn.countAll<number>().as("n")])
-      .where("user_id", "=", userId)
-      .where("device_id", "=", deviceId)
-      .groupBy("algorithm")
-      .execute();
+    const rows = await selectKeyCounts(this.db, userId, deviceId);
     const out: Record<string, number> = { signed_curve25519: 0 };
     for (const r of rows) out[r.algorithm] = Number(r.n);
     return out;
   }
 
   async unusedFallbackKeyTypes(userId: string, deviceId: string): Promise<string[]> {
-    const rows = await this.db.selectFrom("e2e_fallback_keys").select("algorithm").where("user_id", "=", userId).where("device_id", "=", deviceId).where("used", "=", 0).orderBy("algorithm").execute();
+    const rows = await selectUnusedFallbackKeys(this.db, userId, deviceId);
     return rows.map((r) => r.algorithm);
   }
 

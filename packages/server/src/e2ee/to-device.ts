@@ -4,6 +4,12 @@ import type { StreamWriter } from "../storage/stream.js";
 import type { Viewer } from "../rooms/client-event.js";
 import { chunks } from "./device-lists.js";
 import { isObject } from "./validate.js";
+import { prepared } from "../storage/prepared.js";
+
+// Asked by every /sync: compiled once, see prepared.ts.
+const selectDelivered = prepared((db, userId: string, deviceId: string, upto: number) =>
+  db.selectFrom("device_inbox").select("id").where("user_id", "=", userId).where("device_id", "=", deviceId).where("stream_pos", "<=", upto).limit(1),
+);
 
 export interface ToDeviceEvent {
   type: string;
@@ -93,7 +99,7 @@ export class ToDevice {
     if (since !== null) {
       // Looked for first: a delete takes the write lock even when it finds nothing, and most
       // syncs have nothing to acknowledge.
-      const delivered = await this.db.selectFrom("device_inbox").select("id").where("user_id", "=", userId).where("device_id", "=", deviceId).where("stream_pos", "<=", since).limit(1).executeTakeFirst();
+      const [delivered] = await selectDelivered(this.db, userId, deviceId, since);
       if (delivered) await this.db.deleteFrom("device_inbox").where("user_id", "=", userId).where("device_id", "=", deviceId).where("stream_pos", "<=", since).execute();
     }
     // The caller knows (from who got messages in the window) that none arrived after `since`.

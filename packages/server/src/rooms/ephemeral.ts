@@ -2,6 +2,19 @@ import { MatrixError } from "@revier/protocol";
 import type { Db, Tx } from "../storage/database.js";
 import type { StreamWriter } from "../storage/stream.js";
 import { AccountData } from "../users/account-data.js";
+import { prepared } from "../storage/prepared.js";
+
+// Every /sync asks it for every room with news (unread counts): compiled once, see prepared.ts.
+const selectLastRead = prepared((db, roomId: string, userId: string, threadId: string) =>
+  db
+    .selectFrom("receipts")
+    .innerJoin("events", "events.event_id", "receipts.event_id")
+    .select((eb) => eb.fn.max("events.stream_ordering").as("pos"))
+    .where("receipts.room_id", "=", roomId)
+    .where("receipts.user_id", "=", userId)
+    .where("receipts.receipt_type", "in", ["m.read", "m.read.private"])
+    .where((eb) => eb.or([eb("receipts.thread_id", "=", UNTHREADED), eb("receipts.thread_id", "=", threadId)])),
+);
 
 export type ReceiptType = "m.read" | "m.read.private" | "m.fully_read";
 export const RECEIPT_TYPES: readonly ReceiptType[] = ["m.read", "m.read.private", "m.fully_read"];
@@ -153,15 +166,7 @@ export class Ephemeral {
    * receipts counting for every thread. Null when the user has no receipt there.
    */
   async lastReadStream(userId: string, roomId: string, threadId: string = "main"): Promise<number | null> {
-    const row = await this.db
-      .selectFrom("receipts")
-      .innerJoin("events", "events.event_id", "receipts.event_id")
-      .select((eb) => eb.fn.max("events.stream_ordering").as("pos"))
-      .where("receipts.room_id", "=", roomId)
-      .where("receipts.user_id", "=", userId)
-      .where("receipts.receipt_type", "in", ["m.read", "m.read.private"])
-      .where("receipts.thread_id", "in", [UNTHREADED, threadId])
-      .executeTakeFirst();
+    const [row] = await selectLastRead(this.db, roomId, userId, threadId);
     return row?.pos == null ? null : Number(row.pos);
   }
 

@@ -1,4 +1,5 @@
 import { MatrixError, isValidRoomAlias, isValidUserId } from "@revier/protocol";
+import type { StreamWriter } from "../storage/stream.js";
 import type { Db } from "../storage/database.js";
 import type { Accounts } from "../users/accounts.js";
 import { randomLetters } from "../lib/random.js";
@@ -48,6 +49,7 @@ export class Rooms {
     private readonly events: RoomEvents,
     private readonly accounts: Accounts,
     private readonly serverName: string,
+    private readonly stream: StreamWriter,
   ) {}
 
   /** Adds a check run before every membership change made through `setMembership`. */
@@ -196,7 +198,12 @@ export class Rooms {
     if (m && (m.membership === "join" || m.membership === "invite" || m.membership === "knock")) {
       throw new MatrixError("M_UNKNOWN", "Leave the room before forgetting it");
     }
-    await this.db.updateTable("room_members").set({ forgotten: 1 }).where("room_id", "=", roomId).where("user_id", "=", userId).execute();
+    // Through the stream, so every process's cached memberships of the user hear of it.
+    await this.stream.write(async (w) => {
+      w.next();
+      await w.tx.updateTable("room_members").set({ forgotten: 1 }).where("room_id", "=", roomId).where("user_id", "=", userId).execute();
+      w.touch({ users: [userId] });
+    });
   }
 
   async joinedRooms(userId: string): Promise<string[]> {

@@ -97,6 +97,7 @@ for (const kind of DB_KINDS) {
       // One commit, one wake-up naming everyone.
       assert.equal(x.wakes.length, 1);
       assert.equal(x.wakes[0]!.position, start + all.length);
+      assert.equal(x.wakes[0]!.from, start, "the wake-up says which positions it covers");
       assert.equal(new Set(x.wakes[0]!.users).size, 20);
       // Acknowledged means committed: a plain read sees every item.
       for (let i = 0; i < 20; i++) assert.deepEqual(await storedPositions(x, `@c${i}:test`), results[i]);

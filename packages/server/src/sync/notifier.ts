@@ -132,6 +132,11 @@ export class Notifier {
     return this.announced;
   }
 
+  /** Whether every batch up to `position` has been announced here (and its observers have run). */
+  heardUpTo(position: number): boolean {
+    return this.announced !== null && this.announced >= position;
+  }
+
   /**
    * Whether nothing in (since, upto] is news for this user: every batch of that window was
    * announced here, and none named the user or one of `rooms` (presence-only batches count only

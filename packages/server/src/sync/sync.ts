@@ -13,6 +13,7 @@ import { SharedSyncCache } from "./shared-cache.js";
 import { prepared } from "../storage/prepared.js";
 import { isPresenceOnly } from "../storage/stream.js";
 import { loadWindowNews, weighWindowNews, type WindowNews } from "./window-news.js";
+import { MembershipCache, type MemberRow } from "./membership-cache.js";
 
 export interface SyncParams {
   since: string | undefined;
@@ -37,6 +38,9 @@ const SHARED_TIMELINE_WINDOW = 100;
 const selectMemberships = prepared((db, userId: string, upto: number) =>
   db.selectFrom("room_members").select(["room_id", "membership", "stream_ordering", "event_id"]).where("user_id", "=", userId).where("forgotten", "=", 0).where("stream_ordering", "<=", upto),
 );
+const selectAllMemberships = prepared((db, userId: string) =>
+  db.selectFrom("room_members").select(["room_id", "membership", "stream_ordering", "event_id"]).where("user_id", "=", userId).where("forgotten", "=", 0),
+);
 
 /**
  * Extra /sync sections other modules fill (to-device, device lists, key counts). `news`: who has
@@ -55,17 +59,11 @@ export function parseToken(token: string): number {
   return Number(m[1]);
 }
 
-interface MemberRow {
-  room_id: string;
-  membership: string;
-  stream_ordering: number;
-  event_id: string;
-}
-
 /** Assembles /sync responses from the database at a fixed upper position. */
 export class SyncService {
   private readonly extensions: SyncExtension[] = [];
   private readonly shared = new SharedSyncCache();
+  private readonly memberships: MembershipCache;
 
   constructor(
     private readonly d: {
@@ -79,11 +77,13 @@ export class SyncService {
       devices: Devices;
     },
   ) {
+    this.memberships = new MembershipCache(async (userId) => (await selectAllMemberships(d.db, userId)) as MemberRow[]);
     d.notifier.observe((w) => {
       // Presence touches every room of the user but changes nothing cached about them; with
       // thousands of members re-announcing presence, dropping on it would leave nothing shared.
       if (isPresenceOnly(w)) return;
       for (const r of w.rooms) this.shared.dropRoom(r);
+      for (const u of w.users) this.memberships.drop(u);
     });
   }
 
@@ -110,7 +110,7 @@ export class SyncService {
       // the build that answers the request instead.)
       const presence = wantsType(p.filter?.presence, "m.presence");
       let rooms: Set<string> | null = null;
-      const roomsNow = async () => (rooms ??= new Set(await this.d.rooms.joinedRooms(viewer.userId)));
+      const roomsNow = async () => (rooms ??= new Set((await this.membershipsAt(viewer.userId, upto)).filter((m) => m.membership === "join").map((m) => m.room_id)));
       if (since !== upto || p.fullState || answerNow()) {
         // A long-poll back while other rooms are busy finds the stream moved on; if nothing
         // announced in between named it, there is nothing to build (see quietBetween).
@@ -135,7 +135,7 @@ export class SyncService {
     const { db } = this.d;
     const filter = p.filter;
     const roomFilter = filter?.room;
-    const memberships = (await selectMemberships(db, viewer.userId, upto)) as MemberRow[];
+    const memberships = await this.membershipsAt(viewer.userId, upto);
     // A membership row may have moved past `upto` since; those rooms wait for the next sync.
     const joined = memberships.filter((m) => m.membership === "join" && roomAllowed(roomFilter, m.room_id));
     const joinedIds = joined.map((m) => m.room_id);
@@ -245,6 +245,16 @@ export class SyncService {
     };
     for (const ext of this.extensions) await ext({ viewer, since, upto, joinedRooms: joinedIds, news }, out);
     return out;
+  }
+
+  /**
+   * The user's memberships as of `upto` (rows that moved past it wait for the next sync). From
+   * the cache only where every wake-up up to `upto` has been heard, which is when the cache is
+   * known to hold every change up to there (see MembershipCache).
+   */
+  private async membershipsAt(userId: string, upto: number): Promise<MemberRow[]> {
+    if (!this.d.notifier.heardUpTo(upto)) return (await selectMemberships(this.d.db, userId, upto)) as MemberRow[];
+    return (await this.memberships.get(userId)).filter((m) => m.stream_ordering <= upto);
   }
 
   /** Who has per-user news in (since, upto]: asked once per window for everybody (see WindowNews). */

@@ -29,7 +29,7 @@ async function openEnv(kind: DbKind): Promise<Env | null> {
   await migrate(storage);
   const bus = new LocalBus();
   const wakes: WakeUp[] = [];
-  bus.subscribe((w) => wakes.push(w));
+  bus.subscribe(({ position, rooms, users }) => wakes.push({ position, rooms, users }));
   const stream = new StreamWriter(storage, bus);
   return {
     storage,
