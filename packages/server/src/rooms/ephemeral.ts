@@ -4,7 +4,9 @@ import type { StreamWriter } from "../storage/stream.js";
 import { AccountData } from "../users/account-data.js";
 import { prepared } from "../storage/prepared.js";
 
-// Every /sync asks it for every room with news (unread counts): compiled once, see prepared.ts.
+// Every /sync asks these (presence, and unread counts of every room with news): compiled once,
+// see prepared.ts.
+const selectPresence = prepared((db, userId: string) => db.selectFrom("presence").selectAll().where("user_id", "=", userId));
 const selectLastRead = prepared((db, roomId: string, userId: string, threadId: string) =>
   db
     .selectFrom("receipts")
@@ -302,7 +304,7 @@ export class Ephemeral {
     };
     // Every /sync lands here and almost never changes anything: look without the stream lock
     // first (a write would queue behind the group commit in progress), then again under it.
-    if (unchanged(await this.db.selectFrom("presence").selectAll().where("user_id", "=", userId).executeTakeFirst())) return false;
+    if (unchanged((await selectPresence(this.db, userId))[0])) return false;
     return this.stream.write(async (w) => {
       const row = await w.tx.selectFrom("presence").selectAll().where("user_id", "=", userId).executeTakeFirst();
       const msg = statusMsg === undefined ? (row?.status_msg ?? null) : statusMsg;

@@ -192,3 +192,18 @@ describe("Notifier: which positions it can vouch for", () => {
     assert.deepEqual(await open, { reason: "closed" });
   });
 });
+
+describe("Notifier.heardPosition", () => {
+  test("known only while no batch is missing", () => {
+    const bus = new LocalBus();
+    const notifier = new Notifier(bus, new Metrics());
+    assert.equal(notifier.heardPosition(), null, "before start");
+    notifier.start(10, async () => 10);
+    assert.equal(notifier.heardPosition(), 10);
+    bus.publish({ from: 12, position: 14, rooms: [], users: [] });
+    assert.equal(notifier.heardPosition(), null, "(10, 12] is still on its way");
+    bus.publish({ from: 10, position: 12, rooms: [], users: [] });
+    assert.equal(notifier.heardPosition(), 14);
+    notifier.close();
+  });
+});

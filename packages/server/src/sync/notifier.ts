@@ -132,6 +132,14 @@ export class Notifier {
     return this.announced;
   }
 
+  /**
+   * The newest position heard of, if every batch up to it has been announced here (null while a
+   * batch is missing: a wait from an earlier position would return at once, over and over).
+   */
+  heardPosition(): number | null {
+    return this.announced !== null && this.announced >= this.position ? this.announced : null;
+  }
+
   /** Whether every batch up to `position` has been announced here (and its observers have run). */
   heardUpTo(position: number): boolean {
     return this.announced !== null && this.announced >= position;

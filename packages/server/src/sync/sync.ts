@@ -95,7 +95,11 @@ export class SyncService {
     const since = p.since !== undefined ? parseToken(p.since) : null;
     const deadline = Date.now() + p.timeoutMs;
     for (;;) {
-      const upto = await this.d.stream.current();
+      // A long-poll may stop at what the notifier has heard of: its wait covers anything later.
+      // A request that wants an answer now (and a token from a process that is ahead) reads
+      // the committed position, so a client sees its own writes made through other processes.
+      const heard = this.d.notifier.heardPosition();
+      const upto = p.timeoutMs > 0 && since !== null && heard !== null && since <= heard ? heard : await this.d.stream.current();
       if (since !== null && since > upto) {
         // A token from the future (e.g. a restore from backup) would hide everything until the
         // stream catches up; answer with the current position so the client resynchronises.
