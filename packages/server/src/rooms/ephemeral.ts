@@ -7,6 +7,8 @@ import { prepared } from "../storage/prepared.js";
 // Every /sync asks these (presence, and unread counts of every room with news): compiled once,
 // see prepared.ts.
 const selectPresence = prepared((db, userId: string) => db.selectFrom("presence").selectAll().where("user_id", "=", userId));
+// An initial /sync asks it once per room.
+const selectTyping = prepared((db, roomId: string, now: number) => db.selectFrom("typing").select("user_id").where("room_id", "=", roomId).where("expires_ts", ">", now).orderBy("user_id"));
 const selectLastRead = prepared((db, roomId: string, userId: string, threadId: string) =>
   db
     .selectFrom("receipts")
@@ -230,7 +232,7 @@ export class Ephemeral {
 
   /** Users typing in a room right now (initial sync). */
   async typingNow(roomId: string, now: number = Date.now()): Promise<string[]> {
-    const rows = await this.db.selectFrom("typing").select("user_id").where("room_id", "=", roomId).where("expires_ts", ">", now).orderBy("user_id").execute();
+    const rows = await selectTyping(this.db, roomId, now);
     return rows.map((r) => r.user_id);
   }
 

@@ -36,6 +36,26 @@ const NOTHING: VisibleRange = { from: 0, to: -1 };
 // Asked by every long-poll /sync before it waits, and by every send: compiled once (see prepared.ts).
 const selectJoinedRooms = prepared((db, userId: string) => db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join"));
 const selectMembership = prepared((db, roomId: string, userId: string) => db.selectFrom("room_members").select(["membership", "stream_ordering"]).where("room_id", "=", roomId).where("user_id", "=", userId));
+// An initial /sync runs these once per room (1,500 rooms: 1,500 times each).
+const selectStateEvent = prepared((db, roomId: string, type: string, stateKey: string) =>
+  db.selectFrom("room_state").innerJoin("events", "events.event_id", "room_state.event_id").select([...EVENT_COLUMNS]).where("room_state.room_id", "=", roomId).where("room_state.type", "=", type).where("room_state.state_key", "=", stateKey),
+);
+const selectOwnMemberships = prepared((db, roomId: string, userId: string) =>
+  db.selectFrom("events").select(["membership", "stream_ordering"]).where("room_id", "=", roomId).where("type", "=", "m.room.member").where("state_key", "=", userId).orderBy("stream_ordering"),
+);
+const eventsPage = (dir: "asc" | "desc") =>
+  prepared((db, roomId: string, after: number, upto: number, limit: number) =>
+    db
+      .selectFrom("events")
+      .select([...EVENT_COLUMNS, "events.type"])
+      .where("events.room_id", "=", roomId)
+      .where("events.stream_ordering", ">", after)
+      .where("events.stream_ordering", "<=", upto)
+      .orderBy("events.stream_ordering", dir)
+      .limit(limit),
+  );
+const selectEventsForward = eventsPage("asc");
+const selectEventsBackward = eventsPage("desc");
 
 /** A check that may refuse a membership change before it is attempted (governance: closed channels). */
 export type MembershipGuard = (change: { roomId: string; sender: string; target: string; membership: Membership }) => Promise<void>;
@@ -291,14 +311,7 @@ export class Rooms {
   }
 
   async stateEvent(roomId: string, type: string, stateKey: string): Promise<ClientEvent | undefined> {
-    const row = await this.db
-      .selectFrom("room_state")
-      .innerJoin("events", "events.event_id", "room_state.event_id")
-      .select([...EVENT_COLUMNS])
-      .where("room_state.room_id", "=", roomId)
-      .where("room_state.type", "=", type)
-      .where("room_state.state_key", "=", stateKey)
-      .executeTakeFirst();
+    const [row] = await selectStateEvent(this.db, roomId, type, stateKey);
     return row ? toClientEvent(row) : undefined;
   }
 
@@ -313,14 +326,7 @@ export class Rooms {
    * everything (for `shared`) or from their join/invite on; after leaving, nothing past the leave.
    */
   async visibleRange(roomId: string, userId: string): Promise<VisibleRange> {
-    const own = await this.db
-      .selectFrom("events")
-      .select(["membership", "stream_ordering"])
-      .where("room_id", "=", roomId)
-      .where("type", "=", "m.room.member")
-      .where("state_key", "=", userId)
-      .orderBy("stream_ordering")
-      .execute();
+    const own = await selectOwnMemberships(this.db, roomId, userId);
     const hv = String((await this.stateContent(roomId, "m.room.history_visibility"))?.history_visibility ?? "shared");
     const last = own[own.length - 1];
     if (hv === "world_readable") return { from: 0, to: last && last.membership !== "join" && last.membership !== "invite" && own.some((m) => m.membership === "join") ? last.stream_ordering : Number.MAX_SAFE_INTEGER };
@@ -350,6 +356,8 @@ export class Rooms {
 
   /** Events with from < position <= to in the given direction, at most `limit`, filtered by predicate. */
   async eventsBetween(roomId: string, opts: { after: number; upto: number; dir: "f" | "b"; limit: number; types?: string[]; notTypes?: string[]; senders?: string[]; notSenders?: string[] }): Promise<Array<EventRow & { type: string }>> {
+    const filtered = [opts.types, opts.notTypes, opts.senders, opts.notSenders].some((f) => f !== undefined && f.length > 0);
+    if (!filtered) return (opts.dir === "f" ? selectEventsForward : selectEventsBackward)(this.db, roomId, opts.after, opts.upto, opts.limit);
     let q = this.db
       .selectFrom("events")
       .select([...EVENT_COLUMNS, "events.type"])

@@ -313,6 +313,8 @@ export class SyncService {
             )
           : await this.d.rooms.eventsBetween(roomId, { after, upto: cursor, dir: "b", limit: pageSize });
       if (rows.length === 0) break;
+      // A short page is the start of the window: no need to ask again for nothing.
+      const lastPage = rows.length < pageSize;
       for (const row of rows) {
         const ev = toClientEvent(row, { now, viewer, withRoomId: false });
         if (!matchesEventFilter(tf, ev)) {
@@ -328,6 +330,7 @@ export class SyncService {
         firstPos = row.stream_ordering;
         cursor = row.stream_ordering - 1;
       }
+      if (lastPage) break;
     }
     timeline.reverse();
     // State and prev_batch describe the point just before the first timeline event.
