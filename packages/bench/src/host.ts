@@ -7,6 +7,7 @@ import { writeFileSync } from "node:fs";
 import { Session as InspectorSession } from "node:inspector";
 import { createRequire } from "node:module";
 import path from "node:path";
+import { monitorEventLoopDelay, PerformanceObserver, type IntervalHistogram } from "node:perf_hooks";
 import { loadConfig } from "@revier/server/dist/config.js";
 import { startServer } from "@revier/server/dist/server.js";
 
@@ -105,6 +106,16 @@ if (profileDir && !config.databaseUrl) {
   }
 }
 let inspector: InspectorSession | null = null;
+
+/**
+ * Beside the CPU profile: how long the event loop was held up (what every request waiting in
+ * line behind it feels as latency) and how much of that was garbage collection.
+ */
+let loopDelay: IntervalHistogram | null = null;
+const gcPauses: number[] = [];
+const gcObserver = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcPauses.push(e.duration);
+});
 const post = (method: string, params?: object) =>
   new Promise<unknown>((resolve, reject) => inspector!.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result))));
 
@@ -168,6 +179,10 @@ process.on("message", (m: HostRequest) => {
           await post("Profiler.start");
           sqlTimes.clear();
           timingSql = true;
+          loopDelay = monitorEventLoopDelay({ resolution: 10 });
+          loopDelay.enable();
+          gcPauses.length = 0;
+          gcObserver.observe({ entryTypes: ["gc"] });
           send({ type: "profile", file: null });
         } else {
           if (!inspector) return send({ type: "profile", file: null });
@@ -177,6 +192,25 @@ process.on("message", (m: HostRequest) => {
           const file = path.join(profileDir, `${m.label}-${process.pid}.cpuprofile`);
           writeFileSync(file, JSON.stringify(profile));
           timingSql = false;
+          if (loopDelay) {
+            loopDelay.disable();
+            gcObserver.disconnect();
+            const ms = (ns: number) => Math.round(ns / 1e4) / 100;
+            const sorted = [...gcPauses].sort((a, b) => a - b);
+            const at = (q: number) => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0) * 100) / 100;
+            writeFileSync(
+              file.replace(/\.cpuprofile$/, ".loop.json"),
+              JSON.stringify(
+                {
+                  event_loop_delay_ms: { p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max) },
+                  gc_pauses: { count: sorted.length, total_ms: Math.round(sorted.reduce((a, b) => a + b, 0)), p99_ms: at(0.99), max_ms: Math.round((sorted.at(-1) ?? 0) * 100) / 100 },
+                },
+                null,
+                1,
+              ),
+            );
+            loopDelay = null;
+          }
           if (sqlTimes.size > 0) {
             const rows = [...sqlTimes.entries()].map(([sql, t]) => ({ sql, calls: t.calls, ms: Math.round(t.ms) })).sort((a, b) => b.ms - a.ms);
             writeFileSync(file.replace(/\.cpuprofile$/, ".sql.json"), JSON.stringify(rows, null, 1));

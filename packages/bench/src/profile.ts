@@ -91,6 +91,11 @@ export function summariseProfiles(where: string | string[], n = 25): string {
     out.push(`top ${n} by inclusive time (excluding the roots):`);
     const inclusive = [...frames].filter((f) => !/^\((root|program|idle|garbage collector)\)/.test(f.frame)).sort((a, b) => b.totalMs - a.totalMs);
     for (const f of inclusive.slice(0, n)) out.push(`  ${pct(f.totalMs)} total ${pct(f.selfMs)} self  ${f.frame}`);
+    const loopFile = file.replace(/\.cpuprofile$/, ".loop.json");
+    if (existsSync(loopFile)) {
+      const l = JSON.parse(readFileSync(loopFile, "utf8")) as { event_loop_delay_ms: Record<string, number>; gc_pauses: Record<string, number> };
+      out.push(`event loop delay p50/p99/max ${l.event_loop_delay_ms.p50}/${l.event_loop_delay_ms.p99}/${l.event_loop_delay_ms.max} ms; GC ${l.gc_pauses.count} pauses, ${l.gc_pauses.total_ms} ms in all, p99 ${l.gc_pauses.p99_ms} ms, max ${l.gc_pauses.max_ms} ms`);
+    }
     // SQL statement times the bench's host recorded over the same window, if it did.
     const sqlFile = file.replace(/\.cpuprofile$/, ".sql.json");
     if (existsSync(sqlFile)) {

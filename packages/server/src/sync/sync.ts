@@ -93,7 +93,7 @@ export class SyncService {
 
   async sync(viewer: Viewer, p: SyncParams): Promise<Json> {
     const since = p.since !== undefined ? parseToken(p.since) : null;
-    const deadline = Date.now() + p.timeoutMs;
+    const deadline = Date.now() + p.timeoutMs - longPollJitter(p.timeoutMs);
     for (;;) {
       // A long-poll may stop at what the notifier has heard of: its wait covers anything later.
       // A request that wants an answer now (and a token from a process that is ahead) reads
@@ -451,6 +451,18 @@ function wantsType(f: EventFilter | undefined, type: string): boolean {
 function filterEphemeral(roomFilter: Filter["room"] | undefined): boolean {
   const ef = roomFilter?.ephemeral;
   return !(ef && ef.limit === 0);
+}
+
+/**
+ * How much earlier than asked an idle long-poll is answered. Clients that connected together (a
+ * shift starting, a network coming back, a restart) would otherwise time out together, every
+ * 30 s, and each herd of thousands of answers and new requests holds up the event loop for
+ * everyone else. Answering somewhat early is within the spec (the timeout is a maximum) and
+ * spreads them out. Short timeouts are left alone.
+ */
+export function longPollJitter(timeoutMs: number): number {
+  if (timeoutMs < 10_000) return 0;
+  return Math.floor(Math.random() * Math.min(timeoutMs * 0.2, 10_000));
 }
 
 /**
