@@ -1,3 +1,4 @@
+import { sql } from "kysely";
 import { parseUserId } from "@revier/protocol";
 import type { Db, Tx } from "../storage/database.js";
 import type { StreamWriter } from "../storage/stream.js";
@@ -173,6 +174,25 @@ export class PushService {
       out.highlight += Number(r.h ?? 0);
     }
     return out;
+  }
+
+  /**
+   * unreadCounts for every room of a user at once (an initial /sync): one query instead of two
+   * per room. Rooms without notifications after the read receipt are absent (all zero).
+   */
+  async unreadCountsFor(userId: string): Promise<Map<string, UnreadCounts>> {
+    const { rows } = await sql<{ room_id: string; n: number | string; h: number | string | null }>`
+      select a.room_id, count(*) as n, sum(a.highlight) as h
+      from event_push_actions a
+      left join (
+        select r.room_id, max(e.stream_ordering) as pos
+        from receipts r inner join events e on e.event_id = r.event_id
+        where r.user_id = ${userId} and r.receipt_type in ('m.read', 'm.read.private') and r.thread_id in ('', 'main')
+        group by r.room_id
+      ) lr on lr.room_id = a.room_id
+      where a.user_id = ${userId} and a.stream_ordering > coalesce(lr.pos, 0)
+      group by a.room_id`.execute(this.db);
+    return new Map(rows.map((r) => [r.room_id, { notify: Number(r.n), highlight: Number(r.h ?? 0), threads: {} }]));
   }
 
   /** Pushers of a user (spec `GET /pushers`). */

@@ -33,6 +33,21 @@ export interface VisibleRange {
 
 const NOTHING: VisibleRange = { from: 0, to: -1 };
 
+/** The visible range, from the user's member events in the room (oldest first) and its history visibility. */
+function rangeFrom(own: ReadonlyArray<{ membership: string | null; stream_ordering: number }>, hv: string): VisibleRange {
+  const last = own[own.length - 1];
+  if (hv === "world_readable") return { from: 0, to: last && last.membership !== "join" && last.membership !== "invite" && own.some((m) => m.membership === "join") ? last.stream_ordering : Number.MAX_SAFE_INTEGER };
+  if (!last) return NOTHING;
+  const firstJoin = own.find((m) => m.membership === "join");
+  const firstInvite = own.find((m) => m.membership === "invite" || m.membership === "join");
+  let to: number;
+  if (last.membership === "join") to = Number.MAX_SAFE_INTEGER;
+  else if (firstJoin) to = last.stream_ordering;
+  else return NOTHING;
+  const from = hv === "shared" ? 0 : hv === "invited" ? (firstInvite?.stream_ordering ?? 0) - 1 : (firstJoin?.stream_ordering ?? 0) - 1;
+  return { from, to };
+}
+
 // Asked by every long-poll /sync before it waits, and by every send: compiled once (see prepared.ts).
 const selectJoinedRooms = prepared((db, userId: string) => db.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join"));
 const selectMembership = prepared((db, roomId: string, userId: string) => db.selectFrom("room_members").select(["membership", "stream_ordering"]).where("room_id", "=", roomId).where("user_id", "=", userId));
@@ -328,17 +343,36 @@ export class Rooms {
   async visibleRange(roomId: string, userId: string): Promise<VisibleRange> {
     const own = await selectOwnMemberships(this.db, roomId, userId);
     const hv = String((await this.stateContent(roomId, "m.room.history_visibility"))?.history_visibility ?? "shared");
-    const last = own[own.length - 1];
-    if (hv === "world_readable") return { from: 0, to: last && last.membership !== "join" && last.membership !== "invite" && own.some((m) => m.membership === "join") ? last.stream_ordering : Number.MAX_SAFE_INTEGER };
-    if (!last) return NOTHING;
-    const firstJoin = own.find((m) => m.membership === "join");
-    const firstInvite = own.find((m) => m.membership === "invite" || m.membership === "join");
-    let to: number;
-    if (last.membership === "join") to = Number.MAX_SAFE_INTEGER;
-    else if (firstJoin) to = last.stream_ordering;
-    else return NOTHING;
-    const from = hv === "shared" ? 0 : hv === "invited" ? (firstInvite?.stream_ordering ?? 0) - 1 : (firstJoin?.stream_ordering ?? 0) - 1;
-    return { from, to };
+    return rangeFrom(own, hv);
+  }
+
+  /**
+   * visibleRange for many rooms at once (an initial /sync of an account in 1,500 rooms would ask
+   * 3,000 questions otherwise): the user's own member events in one query, the rooms' history
+   * visibility in one query per 500 rooms.
+   */
+  async visibleRanges(userId: string, roomIds: readonly string[]): Promise<Map<string, VisibleRange>> {
+    const wanted = new Set(roomIds);
+    const own = new Map<string, Array<{ membership: string | null; stream_ordering: number }>>();
+    for (const r of await this.db.selectFrom("events").select(["room_id", "membership", "stream_ordering"]).where("type", "=", "m.room.member").where("state_key", "=", userId).orderBy("stream_ordering").execute()) {
+      if (!wanted.has(r.room_id)) continue;
+      let list = own.get(r.room_id);
+      if (!list) own.set(r.room_id, (list = []));
+      list.push(r);
+    }
+    const hv = new Map<string, string>();
+    for (let i = 0; i < roomIds.length; i += 500) {
+      const rows = await this.db
+        .selectFrom("room_state")
+        .innerJoin("events", "events.event_id", "room_state.event_id")
+        .select(["room_state.room_id", ...EVENT_COLUMNS])
+        .where("room_state.type", "=", "m.room.history_visibility")
+        .where("room_state.state_key", "=", "")
+        .where("room_state.room_id", "in", roomIds.slice(i, i + 500))
+        .execute();
+      for (const r of rows) hv.set(r.room_id, String(toClientEvent(r).content.history_visibility ?? "shared"));
+    }
+    return new Map(roomIds.map((id) => [id, rangeFrom(own.get(id) ?? [], hv.get(id) ?? "shared")]));
   }
 
   async event(eventId: string): Promise<(EventRow & { room_id: string }) | undefined> {

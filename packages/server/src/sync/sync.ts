@@ -1,7 +1,7 @@
 import { MatrixError } from "@revier/protocol";
 import type { Db } from "../storage/database.js";
 import type { StreamWriter } from "../storage/stream.js";
-import type { Rooms } from "../rooms/rooms.js";
+import type { Rooms, VisibleRange } from "../rooms/rooms.js";
 import type { AccountData } from "../users/account-data.js";
 import type { PushService } from "../push/push-service.js";
 import type { Ephemeral } from "../rooms/ephemeral.js";
@@ -48,6 +48,9 @@ const selectAllMemberships = prepared((db, userId: string) =>
  * extension can skip its queries for users with none.
  */
 export type SyncExtension = (ctx: { viewer: Viewer; since: number | null; upto: number; joinedRooms: string[]; news: WindowNews | null }, out: Json) => Promise<void>;
+
+/** Unread counts of a room without notifications since the read receipt. */
+const NO_UNREAD = { notify: 0, highlight: 0, threads: {} } as const;
 
 export function formatToken(pos: number): string {
   return `s${pos}`;
@@ -191,6 +194,16 @@ export class SyncService {
           : this.d.accountData.changedSince(viewer.userId, since, upto),
     ]);
 
+    // An initial sync of an account in many rooms: what would be asked per room is asked once.
+    const initial =
+      since === null
+        ? {
+            ranges: await this.d.rooms.visibleRanges(viewer.userId, joinedIds),
+            typing: filterEphemeral(roomFilter) ? await this.d.ephemeral.typingIn(joinedIds) : new Map<string, string[]>(),
+            unread: await this.d.push.unreadCountsFor(viewer.userId),
+          }
+        : null;
+
     for (const m of joined) {
       // A later member event may only be a profile change; the room is new to the client only if
       // the user was not joined at `since`.
@@ -199,24 +212,22 @@ export class SyncService {
       const roomData: Json = {};
       if (hasEvents) {
         const joinedBefore = since !== null && !newlyJoined && !p.fullState && m.stream_ordering <= since;
-        Object.assign(roomData, await this.roomTimelineAndState(viewer, m.room_id, newlyJoined || p.fullState ? null : since, upto, filter, joinedBefore));
+        Object.assign(roomData, await this.roomTimelineAndState(viewer, m.room_id, newlyJoined || p.fullState ? null : since, upto, filter, joinedBefore, initial?.ranges.get(m.room_id)));
       }
       const eph: Json[] = [];
       const r = receipts.get(m.room_id);
       if (r && Object.keys(r).length > 0) eph.push({ type: "m.receipt", content: r });
       const t = typing.get(m.room_id);
       if (t) eph.push({ type: "m.typing", content: { user_ids: t } });
-      if (since === null && filterEphemeral(roomFilter)) {
-        const typers = await this.d.ephemeral.typingNow(m.room_id);
-        if (typers.length > 0) eph.push({ type: "m.typing", content: { user_ids: typers } });
-      }
+      const typers = initial?.typing.get(m.room_id);
+      if (typers) eph.push({ type: "m.typing", content: { user_ids: typers } });
       const ad = roomAccountData.rooms.get(m.room_id);
       if (!hasEvents && eph.length === 0 && !ad) continue;
       if (!roomData.timeline) roomData.timeline = { events: [], limited: false, prev_batch: formatToken(upto) };
       if (!roomData.state) roomData.state = { events: [] };
       roomData.ephemeral = { events: eph };
       roomData.account_data = { events: ad ?? [] };
-      const counts = await this.d.push.unreadCounts(viewer.userId, m.room_id);
+      const counts = initial ? (initial.unread.get(m.room_id) ?? NO_UNREAD) : await this.d.push.unreadCounts(viewer.userId, m.room_id);
       roomData.unread_notifications = { notification_count: counts.notify, highlight_count: counts.highlight };
       if (Object.keys(counts.threads).length > 0) roomData.unread_thread_notifications = counts.threads;
       join[m.room_id] = roomData;
@@ -286,10 +297,10 @@ export class SyncService {
    * history visibility lets it see all of (since, upto], without looking (see visibleRange: its
    * range starts at or before its join, at or before `since`, and is open-ended while joined).
    */
-  private async roomTimelineAndState(viewer: Viewer, roomId: string, since: number | null, upto: number, filter: Filter | undefined, joinedBefore = false): Promise<Json> {
+  private async roomTimelineAndState(viewer: Viewer, roomId: string, since: number | null, upto: number, filter: Filter | undefined, joinedBefore = false, knownRange?: VisibleRange): Promise<Json> {
     const tf = filter?.room?.timeline;
     const limit = Math.min(tf?.limit ?? DEFAULT_TIMELINE_LIMIT, 500);
-    const range = joinedBefore && since !== null ? { from: since, to: Number.MAX_SAFE_INTEGER } : await this.d.rooms.visibleRange(roomId, viewer.userId);
+    const range = joinedBefore && since !== null ? { from: since, to: Number.MAX_SAFE_INTEGER } : (knownRange ?? (await this.d.rooms.visibleRange(roomId, viewer.userId)));
     const after = Math.max(since ?? 0, range.from);
     const end = Math.min(upto, range.to);
     const timeline: ClientEvent[] = [];
