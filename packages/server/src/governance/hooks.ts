@@ -38,19 +38,19 @@ async function refuseOldClient(s: Services, headers: Record<string, unknown>): P
 }
 
 /**
- * One hook for every authenticated request, reading the user row once: locked accounts are
- * refused, admin routes are checked against the permission table, and /sync refuses clients
- * below the minimum version (login checks that separately).
+ * One hook for every authenticated request, on the user row the token lookup read: locked
+ * accounts are refused, admin routes are checked against the permission table, and /sync refuses
+ * clients below the minimum version (login checks that separately).
  */
 export function governanceAuthHook(s: Services): AuthHook {
   return async (session, { req, route }) => {
-    const user = await s.accounts.get(session.userId);
-    if (user?.locked) {
+    const user = session.account;
+    if (user.locked) {
       throw new MatrixError("M_USER_LOCKED", "This account has been locked by an administrator", { extra: { soft_logout: false } });
     }
     const action = ROUTE_ACTIONS.get(route);
     if (action) {
-      const role = user?.role ?? "user";
+      const role = user.role;
       requirePermission(role, action);
       ACTORS.set(req, { actor: session.userId, actorRole: role });
     }

@@ -44,9 +44,10 @@ export function compareCodePoints(a: string, b: string): number {
   return a.length - b.length;
 }
 
-function joinPath(path: string, key: string | number): string {
-  if (typeof key === "number") return `${path}[${key}]`;
-  return path ? `${path}.${key}` : key;
+function pathOf(keys: ReadonlyArray<string | number>): string {
+  let path = "";
+  for (const key of keys) path = typeof key === "number" ? `${path}[${key}]` : path ? `${path}.${key}` : key;
+  return path;
 }
 
 function isPlainObject(value: object): value is Record<string, unknown> {
@@ -54,84 +55,132 @@ function isPlainObject(value: object): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
-function checkString(s: string, path: string, what: string): void {
-  if (LONE_SURROGATE.test(s)) throw new CanonicalJsonError(`${what} contains a lone UTF-16 surrogate`, path);
-}
-
-function checkNumber(n: number, path: string): void {
-  if (!Number.isFinite(n)) throw new CanonicalJsonError("non-finite numbers are not allowed", path);
-  if (!Number.isInteger(n)) throw new CanonicalJsonError("floats are not allowed", path);
-  if (n > MAX_SAFE_CANONICAL_INTEGER || n < MIN_SAFE_CANONICAL_INTEGER) throw new CanonicalJsonError("integer out of range [-(2^53)+1, 2^53-1]", path);
-}
-
 function describe(value: unknown): string {
   if (typeof value === "object" && value !== null) return (value as object).constructor?.name ?? "object";
   return typeof value;
 }
 
-/**
- * Walks a value once, either checking it or encoding it. Object properties whose value is
- * `undefined` are skipped, exactly as JSON.stringify does, so the encoding we hash always matches
- * the JSON we store.
- */
-function walk(value: unknown, path: string, depth: number, maxDepth: number, ancestors: Set<object>, out: string[] | null): void {
-  switch (typeof value) {
-    case "string":
-      checkString(value, path, "string");
-      out?.push(JSON.stringify(value));
-      return;
-    case "number":
-      checkNumber(value, path);
-      // JSON.stringify writes -0 as 0, which is what the spec's example expects.
-      out?.push(JSON.stringify(value));
-      return;
-    case "boolean":
-      out?.push(value ? "true" : "false");
-      return;
-    case "object":
-      break;
-    default:
-      throw new CanonicalJsonError(`${typeof value} is not a JSON value`, path);
-  }
-  if (value === null) {
-    out?.push("null");
-    return;
-  }
-  if (depth >= maxDepth) throw new CanonicalJsonError(`nesting deeper than ${maxDepth} levels`, path);
-  if (ancestors.has(value)) throw new CanonicalJsonError("circular reference", path);
-  ancestors.add(value);
-  if (Array.isArray(value)) {
-    out?.push("[");
-    for (let i = 0; i < value.length; i++) {
-      if (i > 0) out?.push(",");
-      const item: unknown = value[i];
-      if (item === undefined) throw new CanonicalJsonError("undefined is not a JSON value", joinPath(path, i));
-      walk(item, joinPath(path, i), depth + 1, maxDepth, ancestors, out);
-    }
-    out?.push("]");
-  } else {
-    if (!isPlainObject(value)) throw new CanonicalJsonError(`${describe(value)} is not a JSON value`, path);
-    const keys = Object.keys(value).filter((k) => value[k] !== undefined);
-    for (const k of keys) checkString(k, joinPath(path, k), "key");
-    keys.sort(compareCodePoints);
-    out?.push("{");
-    let first = true;
-    for (const k of keys) {
-      if (!first) out?.push(",");
-      first = false;
-      out?.push(JSON.stringify(k), ":");
-      walk(value[k], joinPath(path, k), depth + 1, maxDepth, ancestors, out);
-    }
-    out?.push("}");
-  }
-  ancestors.delete(value);
+// Control characters are exactly what JSON must escape.
+// eslint-disable-next-line no-control-regex
+const NEEDS_ESCAPE = /["\\\u0000-\u001f]/;
+
+/** A checked string as JSON: only `"`, `\\` and control characters need JSON.stringify's escapes. */
+function quote(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
 }
 
-/** Encodes a value as canonical JSON; throws CanonicalJsonError if it has no canonical form. */
-export function canonicalJson(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): string {
-  const out: string[] = [];
-  walk(value, "", 0, maxDepth, new Set(), out);
-  return out.join("");
+/**
+ * State of one encoding. The path of the value being walked is kept as a stack of keys and
+ * turned into text only for an error: building it for every value cost more than the encoding.
+ */
+class Walker {
+  readonly keys: Array<string | number> = [];
+  readonly ancestors: object[] = [];
+
+  constructor(
+    readonly maxDepth: number,
+    readonly encode: boolean,
+    readonly known: ReadonlyMap<object, string> | undefined,
+  ) {}
+
+  fail(message: string): never {
+    throw new CanonicalJsonError(message, pathOf(this.keys));
+  }
+
+  checkString(s: string, what: string): void {
+    if (LONE_SURROGATE.test(s)) this.fail(`${what} contains a lone UTF-16 surrogate`);
+  }
+
+  /**
+   * Checks a value and, when encoding, returns its canonical JSON (else ""). Object properties
+   * whose value is `undefined` are skipped, exactly as JSON.stringify does, so the encoding we
+   * hash always matches the JSON we store.
+   */
+  walk(value: unknown, depth: number): string {
+    switch (typeof value) {
+      case "string":
+        this.checkString(value, "string");
+        return this.encode ? quote(value) : "";
+      case "number":
+        if (!Number.isFinite(value)) this.fail("non-finite numbers are not allowed");
+        if (!Number.isInteger(value)) this.fail("floats are not allowed");
+        if (value > MAX_SAFE_CANONICAL_INTEGER || value < MIN_SAFE_CANONICAL_INTEGER) this.fail("integer out of range [-(2^53)+1, 2^53-1]");
+        // String() writes -0 as 0, which is what the spec's example expects, and safe integers without exponent.
+        return this.encode ? String(value) : "";
+      case "boolean":
+        return this.encode ? (value ? "true" : "false") : "";
+      case "object":
+        break;
+      default:
+        this.fail(`${typeof value} is not a JSON value`);
+    }
+    if (value === null) return this.encode ? "null" : "";
+    const done = this.known?.get(value);
+    if (done !== undefined) return done;
+    if (depth >= this.maxDepth) this.fail(`nesting deeper than ${this.maxDepth} levels`);
+    if (this.ancestors.includes(value)) this.fail("circular reference");
+    this.ancestors.push(value);
+    let out = "";
+    const keys = this.keys;
+    if (Array.isArray(value)) {
+      out = "[";
+      for (let i = 0; i < value.length; i++) {
+        keys.push(i);
+        const item: unknown = value[i];
+        if (item === undefined) this.fail("undefined is not a JSON value");
+        const encoded = this.walk(item, depth + 1);
+        if (this.encode) out += i > 0 ? `,${encoded}` : encoded;
+        keys.pop();
+      }
+      out += "]";
+    } else {
+      if (!isPlainObject(value)) this.fail(`${describe(value)} is not a JSON value`);
+      const names = Object.keys(value).filter((k) => value[k] !== undefined);
+      for (const k of names) {
+        if (LONE_SURROGATE.test(k)) {
+          keys.push(k);
+          this.checkString(k, "key");
+        }
+      }
+      names.sort(compareCodePoints);
+      out = "{";
+      let first = true;
+      for (const k of names) {
+        keys.push(k);
+        const encoded = this.walk(value[k], depth + 1);
+        if (this.encode) {
+          out += first ? `${quote(k)}:${encoded}` : `,${quote(k)}:${encoded}`;
+          first = false;
+        }
+        keys.pop();
+      }
+      out += "}";
+    }
+    this.ancestors.pop();
+    return this.encode ? out : "";
+  }
+}
+
+/**
+ * Encodes a value as canonical JSON; throws CanonicalJsonError if it has no canonical form.
+ *
+ * `known` maps objects inside `value` to their canonical JSON, already encoded where they sit
+ * (canonicalJsonMember): they are written as given, not walked again. An event's content is
+ * encoded once and spliced into each encoding of the event that contains it.
+ */
+export function canonicalJson(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH, known?: ReadonlyMap<object, string>): string {
+  return new Walker(maxDepth, true, known).walk(value, 0);
+}
+
+/**
+ * canonicalJson of `value` as it is encoded as the member `key` of an object: nesting limits and
+ * error paths count from that object, so the result can be passed as `known` when the object is
+ * encoded and fails exactly where encoding the object would.
+ */
+export function canonicalJsonMember(key: string, value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): string {
+  const walker = new Walker(maxDepth, true, undefined);
+  walker.keys.push(key);
+  return walker.walk(value, 1);
 }
 
 /**
@@ -140,5 +189,5 @@ export function canonicalJson(value: unknown, maxDepth: number = DEFAULT_MAX_DEP
  * content up front rather than fail later when the event is hashed.
  */
 export function assertCanonicalJsonSafe(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): void {
-  walk(value, "", 0, maxDepth, new Set(), null);
+  new Walker(maxDepth, false, undefined).walk(value, 0);
 }

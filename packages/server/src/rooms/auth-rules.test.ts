@@ -470,5 +470,8 @@ test("powerLevelOf, namedPowerLevel and requiredPowerLevel apply the spec defaul
 test("stateKeyOf cannot be confused by separator characters", () => {
   assert.notEqual(stateKeyOf("a\u0000b", "c"), stateKeyOf("a", "b\u0000c"));
   assert.notEqual(stateKeyOf("a", ""), stateKeyOf("a\u0000", ""));
+  assert.notEqual(stateKeyOf("ab", "c"), stateKeyOf("a", "bc"));
+  assert.notEqual(stateKeyOf("a:", "b"), stateKeyOf("a", ":b"));
+  assert.notEqual(stateKeyOf("", "1:a"), stateKeyOf("1:a", ""));
   assert.equal(stateKeyOf("m.room.member", BOB), stateKeyOf("m.room.member", BOB));
 });

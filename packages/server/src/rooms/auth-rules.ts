@@ -33,11 +33,12 @@ export interface AuthOptions {
 }
 
 /**
- * Map key for a (type, state_key) pair. JSON-encoding the pair keeps it unambiguous even for
- * types or state keys containing separator characters, which remote servers could choose.
+ * Map key for a (type, state_key) pair. The type's length in front keeps it unambiguous even for
+ * types or state keys containing separator characters, which remote servers could choose; it is
+ * built about a dozen times per event written, so it is not JSON-encoded.
  */
 export function stateKeyOf(type: string, stateKey: string): string {
-  return JSON.stringify([type, stateKey]);
+  return `${type.length}:${type}${stateKey}`;
 }
 
 const ALLOW: AuthResult = { ok: true };

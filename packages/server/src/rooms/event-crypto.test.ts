@@ -6,6 +6,7 @@ import {
   computeContentHash,
   computeReferenceHash,
   eventIdFor,
+  finishNewEvent,
   hashAndSignEvent,
   redactEvent,
   signEvent,
@@ -17,6 +18,7 @@ import {
 } from "./event-crypto.js";
 import { ROOM_VERSIONS, type RoomVersion } from "./room-versions.js";
 import { generateSigningKey, signingKeyFromSeed } from "./signing-key.js";
+import { canonicalJsonMember } from "../lib/canonical-json.js";
 
 const V10 = ROOM_VERSIONS["10"] as RoomVersion;
 const V11 = ROOM_VERSIONS["11"] as RoomVersion;
@@ -258,4 +260,27 @@ test("signEvent adds a signature next to existing ones without mutating the even
   const withOrigin = { ...pdu, origin: "here" };
   const signed10 = signEvent(withOrigin, "here", key, V10);
   assert.equal(verifyEventSignature(signed10, "here", key.keyId, key.publicKeyBase64, V11), false);
+});
+
+test("finishNewEvent gives the same event and id as hashing, signing and naming step by step", () => {
+  const base = { room_id: "!r:here", sender: "@a:here", origin_server_ts: 1700000000000, prev_events: ["$p"], auth_events: ["$c", "$d"], depth: 5, hashes: { sha256: "" }, signatures: {} };
+  const events: Pdu[] = [
+    { ...base, type: "m.room.message", content: { msgtype: "m.text", body: "hi \u00e9 \"quoted\" 😀", "m.relates_to": { rel_type: "m.thread", event_id: "$t" } } },
+    { ...base, type: "m.room.member", state_key: "@b:here", content: { membership: "join", displayname: "B", join_authorised_via_users_server: "@a:here" } },
+    { ...base, type: "m.room.create", state_key: "", content: { room_version: "11", "m.federate": false } },
+    { ...base, type: "m.room.power_levels", state_key: "", content: { users: { "@a:here": 100 }, invite: 0, notifications: { room: 50 } } },
+    { ...base, type: "m.room.redaction", content: { redacts: "$x", reason: "spam" }, redacts: "$x" },
+  ];
+  for (const rv of [V10, V11]) {
+    for (const pdu of events) {
+      const stepwise = { ...pdu, hashes: { sha256: computeContentHash(pdu) } };
+      const signed = signEvent(stepwise, SERVER, SPEC_KEY, rv);
+      for (const contentJson of [undefined, canonicalJsonMember("content", pdu.content)]) {
+        const done = finishNewEvent(pdu, SERVER, SPEC_KEY, rv, contentJson);
+        assert.equal(JSON.stringify(done.event), JSON.stringify(signed), `${pdu.type} v${rv === V10 ? 10 : 11}`);
+        assert.equal(done.eventId, eventIdFor(signed, rv));
+      }
+    }
+  }
+  assert.deepEqual(events[0]!.signatures, {}, "the input is not modified");
 });

@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, verify as cryptoVerify } from "node:crypto";
+import { createHash, createPublicKey, hash, verify as cryptoVerify } from "node:crypto";
 import { canonicalJson } from "../lib/canonical-json.js";
 import { decodeBase64, encodeUnpaddedBase64, encodeUrlSafeUnpaddedBase64 } from "../lib/base64.js";
 import type { RoomVersion } from "./room-versions.js";
@@ -105,12 +105,17 @@ function redactContent(type: unknown, content: JsonObject, rules: RoomVersion["r
  * that is not needed to keep authorising the room. Returns a deep copy; the input is untouched.
  */
 export function redactEvent(event: object, roomVersion: RoomVersion): Record<string, unknown> {
+  return cloneJson(redactedView(event, roomVersion)) as Record<string, unknown>;
+}
+
+/** The redacted form, sharing the values it keeps with `event`: only for encoding, never to modify. */
+function redactedView(event: object, roomVersion: RoomVersion): JsonObject {
   const ev = event as JsonObject;
   const rules = roomVersion.redaction;
   const out = pick(ev, rules.keepOriginMembershipPrevState ? [...TOP_LEVEL_KEPT, ...TOP_LEVEL_KEPT_LEGACY] : TOP_LEVEL_KEPT);
   // Events always have content; a redacted copy must too, even if the original was malformed.
   out.content = redactContent(ev.type, isObject(ev.content) ? ev.content : {}, rules);
-  return cloneJson(out) as Record<string, unknown>;
+  return out;
 }
 
 /** Deep copy of JSON-shaped data, so callers can modify a redacted copy without touching the original. */
@@ -194,6 +199,26 @@ export function signEvent<T extends object>(pdu: T, serverName: string, key: Sig
   const signed = signJson(withoutKeys(redactEvent(pdu, roomVersion), ["signatures"]), serverName, key);
   const signature = signed.signatures[serverName]?.[key.keyId] as string;
   return { ...pdu, signatures: mergeSignature((pdu as JsonObject).signatures, serverName, key.keyId, signature) };
+}
+
+/**
+ * What an origin server does to a new event, in one pass: sets the content hash, signs, and
+ * derives the event id (room versions 4 and later). Same result as computeContentHash, then
+ * signEvent, then eventIdFor, with each canonical encoding made once: the signature and the
+ * reference hash cover the same bytes (the redacted event without `signatures` and `unsigned`;
+ * `age_ts` never survives redaction), and `contentJson`, if given, is the event's content already
+ * encoded by canonicalJsonMember("content", …) and is spliced in rather than encoded again.
+ * `pdu` must not carry `unsigned` yet, since the event id is computed here.
+ */
+export function finishNewEvent<T extends Pdu>(pdu: T, serverName: string, key: SigningKey, roomVersion: RoomVersion, contentJson?: string): { event: T; eventId: string } {
+  const known = contentJson !== undefined ? new Map<object, string>([[pdu.content, contentJson]]) : undefined;
+  // One-shot hashing (crypto.hash): no Hash object per digest.
+  const contentHash = hash("sha256", canonicalJson(withoutKeys(pdu, ["unsigned", "signatures", "hashes"]), undefined, known), "base64").replace(/=+$/, "");
+  const hashed = { ...pdu, hashes: { sha256: contentHash } };
+  const signedBytes = canonicalJson(withoutKeys(redactedView(hashed, roomVersion), ["signatures", "age_ts", "unsigned"]));
+  const signature = encodeUnpaddedBase64(key.sign(Buffer.from(signedBytes, "utf8")));
+  const event = { ...hashed, signatures: mergeSignature(hashed.signatures, serverName, key.keyId, signature) };
+  return { event, eventId: `$${hash("sha256", signedBytes, "base64url")}` };
 }
 
 /** Computes the content hash, then signs: what an origin server does to a new event. */

@@ -1,9 +1,9 @@
 import { MatrixError } from "@revier/protocol";
 import type { Db, Tx } from "../storage/database.js";
 import type { StreamWrite, StreamWriter } from "../storage/stream.js";
-import { canonicalJson, CanonicalJsonError } from "../lib/canonical-json.js";
+import { canonicalJson, canonicalJsonMember, CanonicalJsonError } from "../lib/canonical-json.js";
 import { ROOM_VERSIONS, type RoomVersion } from "./room-versions.js";
-import { computeContentHash, eventIdFor, redactEvent, signEvent, type Pdu } from "./event-crypto.js";
+import { finishNewEvent, redactEvent, type Pdu } from "./event-crypto.js";
 import { authEventTypesFor, checkEventAuth, stateKeyOf, type AuthEvent, type AuthState } from "./auth-rules.js";
 import type { SigningKey } from "./signing-key.js";
 import { prepared } from "../storage/prepared.js";
@@ -196,18 +196,16 @@ export class RoomEvents {
 
   /** Sends one event; with a transaction id, a repeat returns the first event's id. */
   async send(ev: NewEvent): Promise<{ eventId: string; streamOrdering: number }> {
-    validateContentSize(ev);
-    if (ev.txn) {
-      const prior = await this.txnResult(this.db, ev.sender, ev.txn.deviceId, ev.txn.txnId);
-      if (prior) return prior;
-    }
+    const contentJson = validateContentSize(ev);
     try {
       return await this.stream.write(async (w) => {
+        // Asked here only, not also before queueing: a repeat is rare, and a lookup outside the
+        // transaction cost every send one more statement while this one is needed anyway.
         if (ev.txn) {
           const prior = await this.txnResult(w.tx, ev.sender, ev.txn.deviceId, ev.txn.txnId);
           if (prior) return prior;
         }
-        const stored = await this.persistInTx(w, ev);
+        const stored = await this.persistInTx(w, ev, contentJson);
         return { eventId: stored.eventId, streamOrdering: stored.streamOrdering };
       });
     } catch (err) {
@@ -222,10 +220,10 @@ export class RoomEvents {
 
   /** Persists several events in order in one transaction (room creation). */
   async sendBatch(events: NewEvent[]): Promise<StoredEvent[]> {
-    for (const ev of events) validateContentSize(ev);
+    const contentJson = events.map(validateContentSize);
     return this.stream.write(async (w) => {
       const out: StoredEvent[] = [];
-      for (const ev of events) out.push(await this.persistInTx(w, ev));
+      for (const [i, ev] of events.entries()) out.push(await this.persistInTx(w, ev, contentJson[i]));
       return out;
     });
   }
@@ -236,7 +234,8 @@ export class RoomEvents {
     return JSON.parse(row.result) as { eventId: string; streamOrdering: number };
   }
 
-  async persistInTx(w: StreamWrite, ev: NewEvent): Promise<StoredEvent> {
+  /** `contentJson`: the content's canonical JSON as validateContentSize made it, if at hand. */
+  async persistInTx(w: StreamWrite, ev: NewEvent, contentJson?: string): Promise<StoredEvent> {
     const { tx } = w;
     const isCreate = ev.type === "m.room.create" && ev.stateKey === "";
     let room: RoomRow | undefined = (await selectRoom(tx, ev.roomId))[0];
@@ -276,9 +275,7 @@ export class RoomEvents {
     const verdict = checkEventAuth(pdu, authState, version);
     if (!verdict.ok) throw new MatrixError("M_FORBIDDEN", verdict.reason);
 
-    pdu.hashes = { sha256: computeContentHash(pdu) };
-    const signed = signEvent(pdu, this.serverName, this.signingKey, version) as Pdu & { unsigned?: Record<string, unknown> };
-    const eventId = eventIdFor(signed, version);
+    const { event: signed, eventId } = finishNewEvent<Pdu & { unsigned?: Record<string, unknown> }>(pdu, this.serverName, this.signingKey, version, contentJson);
     const streamOrdering = w.next();
 
     const unsigned: Record<string, unknown> = {};
@@ -428,16 +425,22 @@ export class RoomEvents {
   }
 }
 
-function validateContentSize(ev: NewEvent): void {
+/** Refuses content that has no canonical form or is too large; returns the content's canonical JSON. */
+function validateContentSize(ev: NewEvent): string {
   let size: number;
+  let contentJson: string;
   try {
-    size = Buffer.byteLength(canonicalJson({ content: ev.content, type: ev.type, room_id: ev.roomId, sender: ev.sender, ...(ev.stateKey !== undefined ? { state_key: ev.stateKey } : {}) }));
+    // The content is encoded once, here; the event's hashes reuse this encoding (finishNewEvent).
+    contentJson = canonicalJsonMember("content", ev.content);
+    const known = new Map<object, string>([[ev.content, contentJson]]);
+    size = Buffer.byteLength(canonicalJson({ content: ev.content, type: ev.type, room_id: ev.roomId, sender: ev.sender, ...(ev.stateKey !== undefined ? { state_key: ev.stateKey } : {}) }, undefined, known));
   } catch (err) {
     if (err instanceof CanonicalJsonError) throw new MatrixError("M_BAD_JSON", `Event content is not valid canonical JSON: ${err.message}`);
     throw err;
   }
   // The PDU adds hashes, signatures, prev/auth events and ids; keep headroom for them.
   if (size > MAX_EVENT_BYTES - 2048) throw new MatrixError("M_TOO_LARGE", `Event is larger than ${MAX_EVENT_BYTES} bytes`);
+  return contentJson;
 }
 
 function relationOf(content: Record<string, unknown>): { eventId: string; relType: string } | null {

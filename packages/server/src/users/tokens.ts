@@ -1,12 +1,24 @@
 import { MatrixError } from "@revier/protocol";
 import type { Db } from "../storage/database.js";
 import { randomToken, sha256Hex } from "../lib/random.js";
+import { prepared } from "../storage/prepared.js";
 
 export interface Session {
   userId: string;
   deviceId: string;
   tokenHash: string;
+  /** The user's row as the token lookup read it (it joins the row anyway), so auth hooks need not read it again. */
+  account: { locked: number; role: string };
 }
+
+// Every authenticated request runs it: compiled once (see prepared.ts).
+const selectSession = prepared((db, hash: string) =>
+  db
+    .selectFrom("access_tokens")
+    .innerJoin("users", "users.user_id", "access_tokens.user_id")
+    .select(["access_tokens.user_id", "access_tokens.device_id", "access_tokens.expires_ts", "access_tokens.refresh_token_hash", "users.deactivated", "users.locked", "users.role"])
+    .where("access_tokens.token_hash", "=", hash),
+);
 
 export interface IssuedTokens {
   access_token: string;
@@ -63,12 +75,7 @@ export class Tokens {
   /** Resolves a bearer token, or throws M_UNKNOWN_TOKEN (soft_logout only for an expired token). */
   async authenticate(token: string): Promise<Session> {
     const hash = sha256Hex(token);
-    const row = await this.db
-      .selectFrom("access_tokens")
-      .innerJoin("users", "users.user_id", "access_tokens.user_id")
-      .select(["access_tokens.user_id", "access_tokens.device_id", "access_tokens.expires_ts", "access_tokens.refresh_token_hash", "users.deactivated"])
-      .where("access_tokens.token_hash", "=", hash)
-      .executeTakeFirst();
+    const [row] = await selectSession(this.db, hash);
     if (!row || row.deactivated) {
       throw new MatrixError("M_UNKNOWN_TOKEN", "Unknown or revoked access token", { extra: { soft_logout: false } });
     }
@@ -76,7 +83,7 @@ export class Tokens {
       throw new MatrixError("M_UNKNOWN_TOKEN", "Access token has expired", { extra: { soft_logout: true } });
     }
     if (row.refresh_token_hash && !this.settled.has(hash)) await this.retirePredecessor(hash, row.refresh_token_hash);
-    return { userId: row.user_id, deviceId: row.device_id, tokenHash: hash };
+    return { userId: row.user_id, deviceId: row.device_id, tokenHash: hash, account: { locked: row.locked, role: row.role } };
   }
 
   /**

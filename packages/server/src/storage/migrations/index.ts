@@ -8,6 +8,8 @@ import { up as terms } from "./005_terms.js";
 import { up as channels } from "./006_channels.js";
 import { up as pushDuty } from "./007_push_duty.js";
 import { up as pusherDevices } from "./008_pusher_devices.js";
+import { up as partialEventIndexes } from "./009_partial_event_indexes.js";
+import { up as streamWindowIndexes } from "./010_stream_window_indexes.js";
 
 export interface Migration {
   name: string;
@@ -24,4 +26,6 @@ export const MIGRATIONS: Migration[] = [
   { name: "006_channels", up: channels },
   { name: "007_push_duty", up: pushDuty },
   { name: "008_pusher_devices", up: pusherDevices },
+  { name: "009_partial_event_indexes", up: partialEventIndexes },
+  { name: "010_stream_window_indexes", up: streamWindowIndexes },
 ];
