@@ -190,6 +190,24 @@ describe("NATS down under several processes", { skip }, () => {
     assert.ok(ba < PROMPT_MS, `B→A took ${ba} ms`);
   });
 
+  test("NATS down, a process that heard everything: its long-polls still find the other's messages at their timeout", async () => {
+    // D starts while NATS is down and hears every batch of its own, so nothing it hears says that
+    // A went on writing: only the committed position, read at the timeout, does.
+    await stopNats();
+    await until("NATS to be gone for A", () => !busOf(a).isConnected);
+    const d = await start();
+    const bertOnD = await login(d, "bert");
+    const crossTimeout = 1_500;
+    for (const body of ["A→D ohne NATS 1", "A→D ohne NATS 2"]) {
+      const took = await delivery(d, bertOnD, a, anna, body, crossTimeout);
+      assert.ok(took < crossTimeout + PROMPT_MS, `${body} arrived after ${took} ms`);
+    }
+    await d.stop();
+    servers.splice(servers.indexOf(d), 1);
+    await startNats();
+    await until("A to connect again", () => busOf(a).isConnected);
+  });
+
   test("a process started while NATS is down serves at once and joins when NATS returns", async () => {
     await stopNats();
     await until("NATS to be gone for A", () => !busOf(a).isConnected);

@@ -133,7 +133,13 @@ export class SyncService {
       // A long-poll that timed out without a wake-up for it: (since, upto] was empty and
       // nothing announced since named its user or rooms, so there is nothing to look up —
       // with 20,000 idle clients, building these answers was most of the server's work.
-      if (outcome.reason === "timeout" && outcome.quietThrough !== null) return quietResponse(Math.max(upto, outcome.quietThrough));
+      // Only while nothing was committed beyond what was heard: another process's wake-ups can be
+      // lost (NATS down), and then the committed position is the only sign of its writes.
+      if (outcome.reason === "timeout" && outcome.quietThrough !== null) {
+        const committed = await this.d.stream.current();
+        if (committed <= outcome.quietThrough) return quietResponse(Math.max(upto, outcome.quietThrough));
+        return this.build(viewer, since, committed, p);
+      }
       if (Date.now() >= deadline || p.signal?.aborted) return this.build(viewer, since, await this.d.stream.current(), p);
     }
   }
