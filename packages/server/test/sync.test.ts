@@ -99,6 +99,20 @@ describeEachDatabase("/sync", ({ server }) => {
     assert.equal((await sync(bert.access_token, { filter: withLeaves })).rooms.leave[roomId], undefined);
   });
 
+  test("delivered to-device messages are deleted by the next request, even one that finds nothing new", async () => {
+    const since = (await sync(bert.access_token)).next_batch;
+    const res = await api(server().url, "PUT", "/_matrix/client/v3/sendToDevice/m.test.ack/ack1", { token: anna.access_token, body: { messages: { [bert.user_id]: { [bert.device_id]: { n: 1 } } } } });
+    assert.equal(res.status, 200);
+    const got = await sync(bert.access_token, { since });
+    assert.deepEqual(got.to_device.events.map((e: Json) => e.type), ["m.test.ack"]);
+    const inbox = () => server().services.storage.db.selectFrom("device_inbox").select("id").where("user_id", "=", bert.user_id).where("device_id", "=", bert.device_id).execute();
+    assert.equal((await inbox()).length, 1, "kept until acknowledged");
+    // The acknowledging request is a long-poll with nothing new for it: it times out quietly.
+    const next = await sync(bert.access_token, { since: got.next_batch, timeout: "300" });
+    assert.deepEqual(next.to_device.events, []);
+    assert.equal((await inbox()).length, 0, "acknowledged by the next request");
+  });
+
   test("a gap produces a limited timeline with prev_batch that /messages continues from", async () => {
     const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } });
     const roomId = r.body.room_id;

@@ -12,7 +12,7 @@ import { DEFAULT_TIMELINE_LIMIT, matchesEventFilter, roomAllowed, typeMatches, t
 import { SharedSyncCache } from "./shared-cache.js";
 import { prepared } from "../storage/prepared.js";
 import { isPresenceOnly } from "../storage/stream.js";
-import { loadWindowNews, weighWindowNews, type WindowNews } from "./window-news.js";
+import { loadWindowNews, toDeviceKey, weighWindowNews, type WindowNews } from "./window-news.js";
 import { MembershipCache, type MemberRow } from "./membership-cache.js";
 
 export interface SyncParams {
@@ -67,6 +67,13 @@ export class SyncService {
   private readonly extensions: SyncExtension[] = [];
   private readonly shared = new SharedSyncCache();
   private readonly memberships: MembershipCache;
+  /**
+   * Devices whose last answer here carried to-device messages. Their next request acknowledges
+   * them (a build deletes them), so it is built even when nothing else is new; otherwise a device
+   * that goes quiet would leave delivered messages on the server until its next news. Per
+   * process and bounded: a miss only delays the deletion to the next build.
+   */
+  private readonly pendingAck = new Set<string>();
 
   constructor(
     private readonly d: {
@@ -113,15 +120,18 @@ export class SyncService {
       // A client back with the newest token (every long-poll after a delivery) cannot have news:
       // each section of an incremental response reports what changed in (since, upto], and
       // (since, since] is empty. Skipping that build halves the work of a long-poll cycle. (The
-      // one side effect of a build, acknowledging to-device messages up to `since`, happens in
-      // the build that answers the request instead.)
+      // one side effect of a build, acknowledging to-device messages up to `since`, is why a
+      // request after an answer that carried some is built anyway: see pendingAck.)
       const presence = wantsType(p.filter?.presence, "m.presence");
       let rooms: Set<string> | null = null;
       const roomsNow = async () => (rooms ??= new Set((await this.membershipsAt(viewer.userId, upto)).filter((m) => m.membership === "join").map((m) => m.room_id)));
-      if (since !== upto || p.fullState || answerNow()) {
+      // The last answer carried to-device messages: this request acknowledges them, which only a
+      // build carries out (they are deleted then), so it is not skipped.
+      const acknowledges = since !== null && this.pendingAck.delete(toDeviceKey(viewer.userId, viewer.deviceId));
+      if (since !== upto || p.fullState || answerNow() || acknowledges) {
         // A long-poll back while other rooms are busy finds the stream moved on; if nothing
         // announced in between named it, there is nothing to build (see quietBetween).
-        const quiet = since !== null && !p.fullState && !answerNow() && this.d.notifier.quietBetween(viewer.userId, await roomsNow(), since, upto, presence);
+        const quiet = since !== null && !p.fullState && !answerNow() && !acknowledges && this.d.notifier.quietBetween(viewer.userId, await roomsNow(), since, upto, presence);
         if (!quiet) {
           const out = await this.build(viewer, since, upto, p);
           if (answerNow() || hasNews(out)) return out;
@@ -265,6 +275,10 @@ export class SyncService {
       device_unused_fallback_key_types: [],
     };
     for (const ext of this.extensions) await ext({ viewer, since, upto, joinedRooms: joinedIds, news }, out);
+    if ((out.to_device as { events: unknown[] }).events.length > 0) {
+      if (this.pendingAck.size >= 100_000) this.pendingAck.clear();
+      this.pendingAck.add(toDeviceKey(viewer.userId, viewer.deviceId));
+    }
     return out;
   }
 
