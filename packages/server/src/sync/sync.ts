@@ -14,6 +14,7 @@ import { prepared } from "../storage/prepared.js";
 import { isPresenceOnly } from "../storage/stream.js";
 import { loadWindowNews, toDeviceKey, weighWindowNews, type WindowNews } from "./window-news.js";
 import { MembershipCache, type MemberRow } from "./membership-cache.js";
+import { Limiter } from "../lib/limiter.js";
 
 export interface SyncParams {
   since: string | undefined;
@@ -31,6 +32,12 @@ type Json = Record<string, unknown>;
  * back after hours asks about a window of its own, better narrowed by its rooms first.
  */
 const SHARED_WINDOW = 5000;
+/**
+ * /sync responses built at once. Building is CPU work on one thread with short database waits
+ * (SQLite answers synchronously; PostgreSQL within a millisecond or two), so a few suffice to keep
+ * it busy; more only interleave and hold more in memory.
+ */
+const BUILDS_AT_ONCE = 16;
 /** Timeline pages are shared for windows this short: what long-polls ask for, and small. */
 const SHARED_TIMELINE_WINDOW = 100;
 
@@ -74,6 +81,8 @@ export class SyncService {
    * process and bounded: a miss only delays the deletion to the next build.
    */
   private readonly pendingAck = new Set<string>();
+  /** Responses built at once (see Limiter: a wave of thousands is answered a few at a time). */
+  private readonly building = new Limiter(BUILDS_AT_ONCE);
 
   constructor(
     private readonly d: {
@@ -154,7 +163,11 @@ export class SyncService {
     }
   }
 
-  private async build(viewer: Viewer, since: number | null, upto: number, p: SyncParams): Promise<Json> {
+  private build(viewer: Viewer, since: number | null, upto: number, p: SyncParams): Promise<Json> {
+    return this.building.run(() => this.buildNow(viewer, since, upto, p));
+  }
+
+  private async buildNow(viewer: Viewer, since: number | null, upto: number, p: SyncParams): Promise<Json> {
     const { db } = this.d;
     const filter = p.filter;
     const roomFilter = filter?.room;
