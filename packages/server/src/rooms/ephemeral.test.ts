@@ -352,6 +352,25 @@ for (const kind of DB_KINDS) {
 
     // ---- presence ---------------------------------------------------------------------------
 
+    test("presence read for a /sync is remembered until a change is announced (forgetPresence)", async (t) => {
+      const e = use(t);
+      if (!e) return;
+      const u = "@pres-memo:test";
+      await addMember(e, "!pm:test", u, "join");
+      // A second instance over the same database stands in for another process.
+      const other = new Ephemeral(e.storage.db, e.stream, e.ad);
+      assert.equal(await e.eph.setPresence(u, "online"), true);
+      assert.equal(await e.eph.setPresence(u, "online"), false, "remembered as online");
+      assert.equal(await other.setPresence(u, "unavailable"), true);
+      // Without hearing of that change, this instance still believes its remembered row.
+      assert.equal(await e.eph.setPresence(u, "online"), false);
+      assert.equal((await e.eph.getPresence(u))?.presence, "unavailable");
+      // The wake-up of the change makes it look again.
+      e.eph.forgetPresence(u);
+      assert.equal(await e.eph.setPresence(u, "online"), true);
+      assert.equal((await e.eph.getPresence(u))?.presence, "online");
+    });
+
     test("presence takes a stream position only when it changes", async (t) => {
       const e = use(t);
       if (!e) return;

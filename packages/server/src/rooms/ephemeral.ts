@@ -7,6 +7,7 @@ import { prepared } from "../storage/prepared.js";
 // Every /sync asks these (presence, and unread counts of every room with news): compiled once,
 // see prepared.ts.
 const selectPresence = prepared((db, userId: string) => db.selectFrom("presence").selectAll().where("user_id", "=", userId));
+type PresenceRow = Awaited<ReturnType<typeof selectPresence>>[number];
 // An initial /sync asks it once per room.
 const selectTyping = prepared((db, roomId: string, now: number) => db.selectFrom("typing").select("user_id").where("room_id", "=", roomId).where("expires_ts", ">", now).orderBy("user_id"));
 const selectLastRead = prepared((db, roomId: string, userId: string, threadId: string) =>
@@ -65,6 +66,14 @@ const CHUNK = 500;
 export class Ephemeral {
   private readonly accountData: AccountData;
   private presenceOverride: PresenceOverride | undefined;
+  /**
+   * Presence rows as last read, by user: every /sync checks its user's presence, and a wave of
+   * thousands of woken long-polls asked the database for each. An entry is the promise of its
+   * read, stored when the read starts, and dropped by every presence change of the user
+   * (`forgetPresence`, called for each presence wake-up, from any process), so a read that
+   * raced a change is not reused. Bounded; the oldest go first.
+   */
+  private readonly presenceSeen = new Map<string, Promise<PresenceRow | undefined>>();
 
   constructor(
     private readonly db: Db,
@@ -320,8 +329,8 @@ export class Ephemeral {
     };
     // Every /sync lands here and almost never changes anything: look without the stream lock
     // first (a write would queue behind the group commit in progress), then again under it.
-    if (unchanged((await selectPresence(this.db, userId))[0])) return false;
-    return this.stream.write(async (w) => {
+    if (unchanged(await this.presenceRow(userId))) return false;
+    const changed = await this.stream.write(async (w) => {
       const row = await w.tx.selectFrom("presence").selectAll().where("user_id", "=", userId).executeTakeFirst();
       const msg = statusMsg === undefined ? (row?.status_msg ?? null) : statusMsg;
       const lastActive = active || !row ? now : row.last_active_ts;
@@ -337,6 +346,26 @@ export class Ephemeral {
       w.touch({ users: [userId], rooms: rooms.map((r) => r.room_id), kind: "presence" });
       return true;
     });
+    // The wake-up does this too where a sync service listens; here it holds without one.
+    if (changed) this.forgetPresence(userId);
+    return changed;
+  }
+
+  /** A presence change of the user was announced: the row read before may be stale. */
+  forgetPresence(userId: string): void {
+    this.presenceSeen.delete(userId);
+  }
+
+  private presenceRow(userId: string): Promise<PresenceRow | undefined> {
+    const seen = this.presenceSeen.get(userId);
+    if (seen) return seen;
+    const reading = selectPresence(this.db, userId).then((rows) => rows[0]);
+    this.presenceSeen.set(userId, reading);
+    if (this.presenceSeen.size > 50_000) this.presenceSeen.delete(this.presenceSeen.keys().next().value!);
+    reading.catch(() => {
+      if (this.presenceSeen.get(userId) === reading) this.presenceSeen.delete(userId);
+    });
+    return reading;
   }
 
   /**
@@ -359,7 +388,10 @@ export class Ephemeral {
         w.touch({ users: [user_id], rooms: rooms.map((r) => r.room_id), kind: "presence" });
         return true;
       });
-      if (done) n++;
+      if (done) {
+        n++;
+        this.forgetPresence(user_id);
+      }
     }
     return n;
   }

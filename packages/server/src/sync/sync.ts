@@ -15,6 +15,7 @@ import { isPresenceOnly } from "../storage/stream.js";
 import { loadWindowNews, toDeviceKey, weighWindowNews, type WindowNews } from "./window-news.js";
 import { MembershipCache, type MemberRow } from "./membership-cache.js";
 import { Limiter } from "../lib/limiter.js";
+import { FilterCache } from "./filter-cache.js";
 
 export interface SyncParams {
   since: string | undefined;
@@ -81,6 +82,8 @@ export class SyncService {
    * process and bounded: a miss only delays the deletion to the next build.
    */
   private readonly pendingAck = new Set<string>();
+  /** Parsed filters of the requests (see FilterCache). */
+  readonly filters = new FilterCache();
   /** Responses built at once (see Limiter: a wave of thousands is answered a few at a time). */
   private readonly building = new Limiter(BUILDS_AT_ONCE);
 
@@ -98,6 +101,9 @@ export class SyncService {
   ) {
     this.memberships = new MembershipCache(async (userId) => (await selectAllMemberships(d.db, userId)) as MemberRow[]);
     d.notifier.observe((w) => {
+      // Presence changes name their user (and nothing else names users with presence news
+      // alone); any wake-up naming a user may carry one.
+      for (const u of w.users) d.ephemeral.forgetPresence(u);
       // Presence touches every room of the user but changes nothing cached about them; with
       // thousands of members re-announcing presence, dropping on it would leave nothing shared.
       if (isPresenceOnly(w)) return;

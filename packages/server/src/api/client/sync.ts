@@ -10,17 +10,21 @@ async function resolveFilter(s: Services, userId: string, raw: string | undefine
   if (raw === undefined || raw === "") return undefined;
   try {
     if (raw.trimStart().startsWith("{")) {
-      let json: unknown;
-      try {
-        json = JSON.parse(raw);
-      } catch {
-        throw new MatrixError("M_INVALID_PARAM", "filter is not valid JSON");
-      }
-      return parseFilter(json);
+      return await s.sync.filters.get(`{${raw}`, async () => {
+        let json: unknown;
+        try {
+          json = JSON.parse(raw);
+        } catch {
+          throw new MatrixError("M_INVALID_PARAM", "filter is not valid JSON");
+        }
+        return parseFilter(json);
+      });
     }
-    const stored = await s.accountData.getFilter(userId, raw);
-    if (stored === undefined) throw new MatrixError("M_INVALID_PARAM", "Unknown filter id");
-    return parseFilter(stored);
+    return await s.sync.filters.get(`${userId}\u0000${raw}`, async () => {
+      const stored = await s.accountData.getFilter(userId, raw);
+      if (stored === undefined) throw new MatrixError("M_INVALID_PARAM", "Unknown filter id");
+      return parseFilter(stored);
+    });
   } catch (err) {
     if (err instanceof FilterError) throw new MatrixError("M_INVALID_PARAM", `Invalid filter: ${err.message}`);
     throw err;
