@@ -114,7 +114,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   const rooms = new Rooms(db, roomEvents, accounts, config.serverName, stream);
   const accountData = new AccountData(db, stream);
   const ephemeral = new Ephemeral(db, stream, accountData);
-  const push = new PushService(db, stream, ephemeral, bus);
+  const push = new PushService(db, stream, bus);
   roomEvents.onPersist((ctx) => push.recordActions(ctx));
   const notifier = new Notifier(bus, metrics);
   const sync = new SyncService({ db, stream, rooms, accountData, push, ephemeral, notifier, devices });

@@ -105,8 +105,8 @@ export async function buildApp(s: Services, routes: RouteDef[] = ALL_ROUTES): Pr
     }
     if (/%00/.test(req.url)) throw new MatrixError("M_INVALID_PARAM", "The URL may not contain U+0000");
     const q = req.url.indexOf("?");
-    // Parsed, not pattern-matched: `access%5Ftoken=` decodes to the same parameter name.
-    if (q >= 0 && new URLSearchParams(req.url.slice(q + 1)).has("access_token")) {
+    // Names decoded, not pattern-matched: `access%5Ftoken=` is the same parameter.
+    if (q >= 0 && hasQueryParam(req.url.slice(q + 1), "access_token")) {
       // Tokens in URLs end up in proxy logs and browser history (CWE-598); the spec deprecated them.
       throw new MatrixError("M_MISSING_TOKEN", "Access tokens are not accepted in the URL; send them in the Authorization header", { status: 401 });
     }
@@ -209,4 +209,20 @@ function registerRoute(app: FastifyInstance, s: Services, def: RouteDef, opts: {
       return reply.type("application/json").send(result ?? {});
     },
   });
+}
+
+/**
+ * Whether a query string has a parameter of this name, decoded as URLSearchParams decodes it.
+ * Only the names are decoded: every long-poll carries its filter, URL-encoded, as a value, and
+ * decoding that on every request to look for one name was measurable.
+ */
+export function hasQueryParam(query: string, name: string): boolean {
+  for (const part of query.split("&")) {
+    const eq = part.indexOf("=");
+    const raw = eq >= 0 ? part.slice(0, eq) : part;
+    if (raw === name) return true;
+    if (!raw.includes("%") && !raw.includes("+")) continue;
+    if (new URLSearchParams(`${raw}=`).has(name)) return true;
+  }
+  return false;
 }

@@ -3,7 +3,6 @@ import { parseUserId } from "@revier/protocol";
 import type { Db, Tx } from "../storage/database.js";
 import type { StreamWriter } from "../storage/stream.js";
 import type { PersistContext } from "../rooms/room-events.js";
-import type { Ephemeral } from "../rooms/ephemeral.js";
 import type { Bus } from "../bus/bus.js";
 import { toClientEvent } from "../rooms/client-event.js";
 import { buildRuleset, emptyPushRules, parseStoredPushRules, type UserPushRules } from "./ruleset.js";
@@ -17,14 +16,28 @@ import { prepared } from "../storage/prepared.js";
  */
 export type NotificationListener = (ctx: PersistContext, notified: ReadonlyArray<{ user_id: string; highlight: number }>) => void;
 
-// Every /sync asks this for every room with news: compiled once (see prepared.ts).
-const selectUnread = prepared((db, userId: string, roomId: string, after: number) =>
+// Notifications after the user's read receipt, the read position as a subquery (as
+// Ephemeral.lastReadStream reads it): every /sync asks it for each room with news, a wave of woken
+// long-polls thousands of times. Compiled once (see prepared.ts).
+const selectUnreadSinceRead = prepared((db, userId: string, roomId: string) =>
   db
     .selectFrom("event_push_actions")
     .select(["thread_id", (eb) => eb.fn.countAll<number>().as("n"), (eb) => eb.fn.sum<number>("highlight").as("h")])
     .where("user_id", "=", userId)
     .where("room_id", "=", roomId)
-    .where("stream_ordering", ">", after)
+    .where("stream_ordering", ">", (eb) =>
+      eb.fn.coalesce(
+        eb
+          .selectFrom("receipts")
+          .innerJoin("events", "events.event_id", "receipts.event_id")
+          .select((eb2) => eb2.fn.max("events.stream_ordering").as("pos"))
+          .where("receipts.room_id", "=", roomId)
+          .where("receipts.user_id", "=", userId)
+          .where("receipts.receipt_type", "in", ["m.read", "m.read.private"])
+          .where("receipts.thread_id", "in", ["", "main"]),
+        eb.lit(0),
+      ),
+    )
     .groupBy("thread_id"),
 );
 
@@ -65,7 +78,6 @@ export class PushService {
   constructor(
     private readonly db: Db,
     private readonly stream: StreamWriter,
-    private readonly ephemeral: Ephemeral,
     bus: Bus,
   ) {
     bus.subscribe((w) => {
@@ -166,8 +178,7 @@ export class PushService {
 
   /** Notifications after the user's read receipt, for the main timeline and per thread. */
   async unreadCounts(userId: string, roomId: string): Promise<UnreadCounts> {
-    const readUpTo = (await this.ephemeral.lastReadStream(userId, roomId)) ?? 0;
-    const rows = await selectUnread(this.db, userId, roomId, readUpTo);
+    const rows = await selectUnreadSinceRead(this.db, userId, roomId);
     const out: UnreadCounts = { notify: 0, highlight: 0, threads: {} };
     for (const r of rows) {
       out.notify += Number(r.n);

@@ -4,7 +4,7 @@ import { migrate, openSqlite, type Storage } from "../storage/database.js";
 import { StreamWriter } from "../storage/stream.js";
 import { LocalBus } from "../bus/local.js";
 import { Metrics } from "../http/metrics.js";
-import { Notifier } from "./notifier.js";
+import { ClientGone, Notifier } from "./notifier.js";
 import type { WakeUp } from "../bus/bus.js";
 
 describe("Notifier", () => {
@@ -187,6 +187,12 @@ describe("Notifier: which positions it can vouch for", () => {
     const waiting = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000, ac.signal);
     ac.abort();
     assert.deepEqual(await waiting, { reason: "aborted" });
+    // The /sync route's own signal works the same way.
+    const gone = new ClientGone();
+    const waitingForClient = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000, gone);
+    gone.cancel();
+    assert.deepEqual(await waitingForClient, { reason: "aborted" });
+    assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000, gone), { reason: "aborted" }, "already gone");
     const open = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000);
     notifier.close();
     assert.deepEqual(await open, { reason: "closed" });

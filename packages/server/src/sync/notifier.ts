@@ -2,6 +2,38 @@ import type { Bus, WakeUp } from "../bus/bus.js";
 import type { Metrics } from "../http/metrics.js";
 import { isPresenceOnly } from "../storage/stream.js";
 
+/**
+ * What a wait needs of a cancellation signal; an AbortSignal is one. The /sync route uses a
+ * lighter one of its own (ClientGone): an AbortController per long-poll cycle was measurable.
+ */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
+/** Cancelled when the client's connection closes before its answer: at most one listener. */
+export class ClientGone implements CancelSignal {
+  aborted = false;
+  private listener: (() => void) | null = null;
+
+  cancel(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const fn = this.listener;
+    this.listener = null;
+    fn?.();
+  }
+
+  addEventListener(_type: "abort", listener: () => void): void {
+    this.listener = listener;
+  }
+
+  removeEventListener(_type: "abort", listener: () => void): void {
+    if (this.listener === listener) this.listener = null;
+  }
+}
+
 interface Waiter {
   userId: string;
   rooms: ReadonlySet<string>;
@@ -83,7 +115,7 @@ export class Notifier {
    * With `presence: false` (a filter that leaves out presence), wake-ups that only announce
    * presence changes pass it by (see isPresenceOnly).
    */
-  wait(userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal?: AbortSignal, opts: { presence?: boolean } = {}): Promise<WaitOutcome> {
+  wait(userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal?: CancelSignal, opts: { presence?: boolean } = {}): Promise<WaitOutcome> {
     if (this.closed) return Promise.resolve({ reason: "closed" });
     if (signal?.aborted) return Promise.resolve({ reason: "aborted" });
     // A write that committed after the caller read `since` but before it got here was announced

@@ -5,7 +5,7 @@ import type { Rooms, VisibleRange } from "../rooms/rooms.js";
 import type { AccountData } from "../users/account-data.js";
 import type { PushService } from "../push/push-service.js";
 import type { Ephemeral } from "../rooms/ephemeral.js";
-import type { Notifier } from "./notifier.js";
+import type { CancelSignal, Notifier } from "./notifier.js";
 import type { Devices } from "../users/devices.js";
 import { toClientEvent, type ClientEvent, type Viewer } from "../rooms/client-event.js";
 import { DEFAULT_TIMELINE_LIMIT, matchesEventFilter, roomAllowed, typeMatches, type EventFilter, type Filter } from "./filter.js";
@@ -22,7 +22,7 @@ export interface SyncParams {
   timeoutMs: number;
   filter: Filter | undefined;
   fullState: boolean;
-  signal?: AbortSignal;
+  signal?: CancelSignal;
 }
 
 type Json = Record<string, unknown>;

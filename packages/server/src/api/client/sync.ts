@@ -2,6 +2,7 @@ import { Type } from "@sinclair/typebox";
 import { MatrixError } from "@revier/protocol";
 import { route } from "../../http/route.js";
 import { FilterError, parseFilter, type Filter } from "../../sync/filter.js";
+import { ClientGone } from "../../sync/notifier.js";
 import type { Services } from "../../services.js";
 
 const MAX_TIMEOUT_MS = 120_000;
@@ -48,8 +49,8 @@ export const syncRoutes = [
     async ({ user, query, req }, s) => {
       const filter = await resolveFilter(s, user.userId, query.filter);
       if (query.set_presence !== "offline") await s.ephemeral.setPresence(user.userId, query.set_presence ?? "online");
-      const abort = new AbortController();
-      const onClose = () => abort.abort();
+      const gone = new ClientGone();
+      const onClose = () => gone.cancel();
       req.raw.once("close", onClose);
       try {
         return await s.sync.sync(user, {
@@ -57,7 +58,7 @@ export const syncRoutes = [
           timeoutMs: Math.min(query.timeout ?? 0, MAX_TIMEOUT_MS),
           filter,
           fullState: query.full_state === true,
-          signal: abort.signal,
+          signal: gone,
         });
       } finally {
         // Every request closes once answered; aborting then would only build an unused
