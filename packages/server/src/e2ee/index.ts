@@ -27,10 +27,9 @@ export function createE2ee(deps: { storage: Storage; stream: StreamWriter; serve
   const deviceLists = new DeviceLists(storage.db);
 
   const syncExtension: SyncExtension = async ({ viewer, since, upto, news }, out) => {
-    const [events, counts, fallbacks, lists] = await Promise.all([
-      toDevice.deliver(viewer, since, upto, { noneNew: news !== null && !news.toDevice.has(toDeviceKey(viewer.userId, viewer.deviceId)) }),
-      keys.oneTimeKeyCounts(viewer.userId, viewer.deviceId),
-      keys.unusedFallbackKeyTypes(viewer.userId, viewer.deviceId),
+    const { counts, fallbacks, delivered } = await keys.deviceSyncState(viewer.userId, viewer.deviceId, since ?? -1);
+    const [events, lists] = await Promise.all([
+      toDevice.deliver(viewer, since, upto, { noneNew: news !== null && !news.toDevice.has(toDeviceKey(viewer.userId, viewer.deviceId)), delivered }),
       // The spec reports device list changes only in incremental syncs; an initial sync makes the
       // client query everyone anyway.
       since !== null ? deviceLists.changes(viewer.userId, since, upto, news) : Promise.resolve({ changed: [], left: [] }),

@@ -181,6 +181,29 @@ export class E2eeKeys {
   }
 
   /** Unclaimed one-time keys per algorithm; signed_curve25519 is always present so clients see a zero. */
+  /**
+   * What every /sync reports or does for one device, in one statement instead of three: its
+   * one-time key counts, its unused fallback key types, and whether to-device messages up to
+   * `acknowledged` wait to be deleted (see ToDevice.deliver).
+   */
+  async deviceSyncState(userId: string, deviceId: string, acknowledged: number): Promise<{ counts: Record<string, number>; fallbacks: string[]; delivered: boolean }> {
+    const { rows } = await sql<{ kind: string; algorithm: string; n: number | string }>`
+      select 'otk' as kind, algorithm, count(*) as n from e2e_one_time_keys where user_id = ${userId} and device_id = ${deviceId} group by algorithm
+      union all
+      select 'fallback' as kind, algorithm, 0 as n from e2e_fallback_keys where user_id = ${userId} and device_id = ${deviceId} and used = 0
+      union all
+      select 'delivered' as kind, '' as algorithm, 1 as n where exists (select 1 from device_inbox where user_id = ${userId} and device_id = ${deviceId} and stream_pos <= ${acknowledged})`.execute(this.db);
+    const counts: Record<string, number> = { signed_curve25519: 0 };
+    const fallbacks: string[] = [];
+    let delivered = false;
+    for (const r of rows) {
+      if (r.kind === "otk") counts[r.algorithm] = Number(r.n);
+      else if (r.kind === "fallback") fallbacks.push(r.algorithm);
+      else delivered = true;
+    }
+    return { counts, fallbacks: fallbacks.sort(), delivered };
+  }
+
   async oneTimeKeyCounts(userId: string, deviceId: string): Promise<Record<string, number>> {
     const rows = await selectKeyCounts(this.db, userId, deviceId);
     const out: Record<string, number> = { signed_curve25519: 0 };

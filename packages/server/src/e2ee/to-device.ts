@@ -92,14 +92,15 @@ export class ToDevice {
    * up to `since`, then returns the next messages up to `upto`. When more wait than one response
    * carries, the remainder moves to a fresh stream position beyond `upto`, so acknowledging this
    * response's token cannot delete messages it did not carry. `noneNew`: nothing arrived in
-   * (since, upto] (see WindowNews), so only the acknowledgement is left to do.
+   * (since, upto] (see WindowNews), so only the acknowledgement is left to do. `delivered`:
+   * whether messages at or below `since` wait to be deleted, if the caller knows.
    */
-  async deliver(viewer: Viewer, since: number | null, upto: number, opts: { noneNew?: boolean } = {}): Promise<ToDeviceEvent[]> {
+  async deliver(viewer: Viewer, since: number | null, upto: number, opts: { noneNew?: boolean; delivered?: boolean } = {}): Promise<ToDeviceEvent[]> {
     const { userId, deviceId } = viewer;
     if (since !== null) {
       // Looked for first: a delete takes the write lock even when it finds nothing, and most
-      // syncs have nothing to acknowledge.
-      const [delivered] = await selectDelivered(this.db, userId, deviceId, since);
+      // syncs have nothing to acknowledge. (`delivered`: the caller looked already.)
+      const delivered = opts.delivered ?? (await selectDelivered(this.db, userId, deviceId, since)).length > 0;
       if (delivered) await this.db.deleteFrom("device_inbox").where("user_id", "=", userId).where("device_id", "=", deviceId).where("stream_pos", "<=", since).execute();
     }
     // The caller knows (from who got messages in the window) that none arrived after `since`.
