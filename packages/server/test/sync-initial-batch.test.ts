@@ -8,7 +8,7 @@ type Login = { user_id: string; access_token: string; device_id: string };
 
 /**
  * An initial /sync asks some questions for all rooms at once (visible ranges, typing, unread
- * counts). The answers must be exactly what the per-room questions give, for every kind of room:
+ * counts). The answers must be exactly what the per-room questions give (typing: who types), for every kind of room:
  * each history visibility, joined, left, invited, with and without notifications and receipts.
  */
 describeEachDatabase("initial /sync batched per-room answers", ({ server }) => {
@@ -40,7 +40,7 @@ describeEachDatabase("initial /sync batched per-room answers", ({ server }) => {
     assert.equal((await call("POST", `/_matrix/client/v3/rooms/${enc(world)}/leave`, b.access_token, {})).status, 200);
   });
 
-  test("visible ranges, typing and unread counts equal the per-room answers", async () => {
+  test("visible ranges and unread counts equal the per-room answers; typing is who types", async () => {
     const s = server().services;
     const ranges = await s.rooms.visibleRanges(b.user_id, rooms);
     const typing = await s.ephemeral.typingIn(rooms);
@@ -48,14 +48,13 @@ describeEachDatabase("initial /sync batched per-room answers", ({ server }) => {
     let unreadRooms = 0;
     for (const r of rooms) {
       assert.deepEqual(ranges.get(r), await s.rooms.visibleRange(r, b.user_id), `range in ${r}`);
-      assert.deepEqual(typing.get(r) ?? [], await s.ephemeral.typingNow(r), `typing in ${r}`);
       const one = await s.push.unreadCounts(b.user_id, r);
       assert.deepEqual(unread.get(r) ?? { notify: 0, highlight: 0, threads: {} }, one, `unread in ${r}`);
       if (one.notify > 0) unreadRooms++;
     }
     // The scenario covers what it claims: different ranges, someone typing, partly read rooms.
     assert.ok(new Set([...ranges.values()].map((v) => `${v.from}:${v.to}`)).size >= 3);
-    assert.equal([...typing.values()].flat().length, 1);
+    assert.deepEqual([...typing], [[rooms[1]!, [b.user_id]]], "b types in the second room, nobody anywhere else");
     assert.ok(unreadRooms >= 2);
     assert.ok((unread.get(rooms[0]!)?.notify ?? 0) < (unread.get(rooms[1]!)?.notify ?? 0), "the read receipt in the first room counts");
     // And the initial sync that uses them reports the same numbers.

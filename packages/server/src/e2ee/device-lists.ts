@@ -1,15 +1,8 @@
 import type { Db } from "../storage/database.js";
 import type { StreamWrite } from "../storage/stream.js";
 import type { WindowNews } from "../sync/window-news.js";
+import { chunks } from "../lib/chunks.js";
 
-/** Bound for `in (...)` lists, well under SQLite's and PostgreSQL's parameter limits. */
-const CHUNK = 500;
-
-export function chunks<T>(items: readonly T[], size = CHUNK): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
 
 /**
  * Records, inside the caller's ordered write, that a user's devices or keys changed, and wakes

@@ -4,7 +4,8 @@ import type { Db, Tx } from "../storage/database.js";
 import type { Dialect } from "../storage/schema.js";
 import type { StreamWriter } from "../storage/stream.js";
 import { verifyJsonSignature } from "../rooms/event-crypto.js";
-import { chunks, recordDeviceListChange } from "./device-lists.js";
+import { recordDeviceListChange } from "./device-lists.js";
+import { chunks } from "../lib/chunks.js";
 import { prepared } from "../storage/prepared.js";
 import {
   LIMITS,
@@ -59,7 +60,7 @@ const USAGES: Array<[CrossSigningUsage, keyof CrossSigningUpload]> = [
 export const MAX_QUERY_USERS = 10_000;
 export const MAX_CLAIM_DEVICES = 20_000;
 
-// Every /sync reports both counts: compiled once, see prepared.ts.
+// Every /keys/upload answer reports them (/sync reads them with deviceSyncState): compiled once.
 const selectKeyCounts = prepared((db, userId: string, deviceId: string) =>
   db
     .selectFrom("e2e_one_time_keys")
@@ -67,9 +68,6 @@ const selectKeyCounts = prepared((db, userId: string, deviceId: string) =>
     .where("user_id", "=", userId)
     .where("device_id", "=", deviceId)
     .groupBy("algorithm"),
-);
-const selectUnusedFallbackKeys = prepared((db, userId: string, deviceId: string) =>
-  db.selectFrom("e2e_fallback_keys").select("algorithm").where("user_id", "=", userId).where("device_id", "=", deviceId).where("used", "=", 0).orderBy("algorithm"),
 );
 
 /**
@@ -209,11 +207,6 @@ export class E2eeKeys {
     const out: Record<string, number> = { signed_curve25519: 0 };
     for (const r of rows) out[r.algorithm] = Number(r.n);
     return out;
-  }
-
-  async unusedFallbackKeyTypes(userId: string, deviceId: string): Promise<string[]> {
-    const rows = await selectUnusedFallbackKeys(this.db, userId, deviceId);
-    return rows.map((r) => r.algorithm);
   }
 
   private async deviceEd25519(db: Db | Tx, userId: string, deviceId: string): Promise<string | undefined> {

@@ -2,7 +2,7 @@ import { MatrixError, parseUserId } from "@revier/protocol";
 import type { Db } from "../storage/database.js";
 import type { StreamWriter } from "../storage/stream.js";
 import type { Viewer } from "../rooms/client-event.js";
-import { chunks } from "./device-lists.js";
+import { chunks } from "../lib/chunks.js";
 import { isObject } from "./validate.js";
 import { prepared } from "../storage/prepared.js";
 

@@ -2,6 +2,7 @@ import { MatrixError } from "@revier/protocol";
 import type { Db } from "../storage/database.js";
 import type { Ephemeral, PresenceState } from "../rooms/ephemeral.js";
 import type { PolicyStore } from "./policy.js";
+import { chunks } from "../lib/chunks.js";
 
 /**
  * Duty hours. Each user is on duty, off duty, or follows a weekly schedule in their own IANA time
@@ -210,8 +211,7 @@ export class DutyService {
       if (hit && now - hit.at < CACHE_MS) out.set(u, hit.settings);
       else missing.push(u);
     }
-    for (let i = 0; i < missing.length; i += 500) {
-      const ids = missing.slice(i, i + 500);
+    for (const ids of chunks(missing)) {
       const rows = await this.db.selectFrom("duty_settings").select(["user_id", "json"]).where("user_id", "in", ids).execute();
       const found = new Map(rows.map((r) => [r.user_id, JSON.parse(r.json) as DutySettings]));
       if (this.cache.size + ids.length >= CACHE_LIMIT) this.cache.clear();

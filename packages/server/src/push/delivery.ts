@@ -7,6 +7,8 @@ import { randomToken } from "../lib/random.js";
 import { notificationFields, notifyBody, postToGateway, wantsFullFormat, type DeliveryOutcome, type EventDetails, type PushNotification } from "./gateway.js";
 import type { PushDestinations } from "./destinations.js";
 import { WEBPUSH_KIND, type WebPushSender } from "./web-push.js";
+import { chunks } from "../lib/chunks.js";
+import { mainTimelineReads } from "../rooms/ephemeral.js";
 
 /**
  * Decides, for a batch of recipients, which notifications must not be pushed (true = drop).
@@ -372,8 +374,8 @@ export class PushDelivery {
   }
 
   private async release(ids: number[], at: number): Promise<void> {
-    for (let i = 0; i < ids.length; i += 500) {
-      await this.db.updateTable("push_queue").set({ next_attempt_ts: at, claim: null }).where("id", "in", ids.slice(i, i + 500)).execute();
+    for (const batch of chunks(ids)) {
+      await this.db.updateTable("push_queue").set({ next_attempt_ts: at, claim: null }).where("id", "in", batch).execute();
     }
   }
 
@@ -408,13 +410,8 @@ export class PushDelivery {
    * receipt in each room, counted the way /sync counts them.
    */
   async unreadCount(userId: string): Promise<number> {
-    const reads = this.db
-      .selectFrom("receipts as r")
-      .innerJoin("events as e", "e.event_id", "r.event_id")
+    const reads = mainTimelineReads(this.db, userId)
       .select(["r.room_id", (eb) => eb.fn.max("e.stream_ordering").as("pos")])
-      .where("r.user_id", "=", userId)
-      .where("r.receipt_type", "in", ["m.read", "m.read.private"])
-      .where("r.thread_id", "in", ["", "main"])
       .groupBy("r.room_id")
       .as("rd");
     const row = await this.db

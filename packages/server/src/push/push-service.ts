@@ -1,4 +1,3 @@
-import { sql } from "kysely";
 import { parseUserId } from "@revier/protocol";
 import type { Db, Tx } from "../storage/database.js";
 import type { StreamWriter } from "../storage/stream.js";
@@ -9,6 +8,7 @@ import { buildRuleset, emptyPushRules, parseStoredPushRules, type UserPushRules 
 import { evaluatePushRules, summariseActions } from "./evaluate.js";
 import type { Ruleset } from "./default-rules.js";
 import { prepared } from "../storage/prepared.js";
+import { mainTimelineReads } from "../rooms/ephemeral.js";
 
 /**
  * Told, inside the event's transaction, which members an event notifies (as recorded). Must not
@@ -16,9 +16,9 @@ import { prepared } from "../storage/prepared.js";
  */
 export type NotificationListener = (ctx: PersistContext, notified: ReadonlyArray<{ user_id: string; highlight: number }>) => void;
 
-// Notifications after the user's read receipt, the read position as a subquery (as
-// Ephemeral.lastReadStream reads it): every /sync asks it for each room with news, a wave of woken
-// long-polls thousands of times. Compiled once (see prepared.ts).
+// Notifications after the user's read receipt (see mainTimelineReads), the read position as a
+// subquery: every /sync asks it for each room with news, a wave of woken long-polls thousands of
+// times. Compiled once (see prepared.ts).
 const selectUnreadSinceRead = prepared((db, userId: string, roomId: string) =>
   db
     .selectFrom("event_push_actions")
@@ -27,14 +27,9 @@ const selectUnreadSinceRead = prepared((db, userId: string, roomId: string) =>
     .where("room_id", "=", roomId)
     .where("stream_ordering", ">", (eb) =>
       eb.fn.coalesce(
-        eb
-          .selectFrom("receipts")
-          .innerJoin("events", "events.event_id", "receipts.event_id")
-          .select((eb2) => eb2.fn.max("events.stream_ordering").as("pos"))
-          .where("receipts.room_id", "=", roomId)
-          .where("receipts.user_id", "=", userId)
-          .where("receipts.receipt_type", "in", ["m.read", "m.read.private"])
-          .where("receipts.thread_id", "in", ["", "main"]),
+        mainTimelineReads(db, userId)
+          .select((eb2) => eb2.fn.max("e.stream_ordering").as("pos"))
+          .where("r.room_id", "=", roomId),
         eb.lit(0),
       ),
     )
@@ -192,17 +187,18 @@ export class PushService {
    * per room. Rooms without notifications after the read receipt are absent (all zero).
    */
   async unreadCountsFor(userId: string): Promise<Map<string, UnreadCounts>> {
-    const { rows } = await sql<{ room_id: string; n: number | string; h: number | string | null }>`
-      select a.room_id, count(*) as n, sum(a.highlight) as h
-      from event_push_actions a
-      left join (
-        select r.room_id, max(e.stream_ordering) as pos
-        from receipts r inner join events e on e.event_id = r.event_id
-        where r.user_id = ${userId} and r.receipt_type in ('m.read', 'm.read.private') and r.thread_id in ('', 'main')
-        group by r.room_id
-      ) lr on lr.room_id = a.room_id
-      where a.user_id = ${userId} and a.stream_ordering > coalesce(lr.pos, 0)
-      group by a.room_id`.execute(this.db);
+    const reads = mainTimelineReads(this.db, userId)
+      .select(["r.room_id", (eb) => eb.fn.max("e.stream_ordering").as("pos")])
+      .groupBy("r.room_id")
+      .as("rd");
+    const rows = await this.db
+      .selectFrom("event_push_actions as a")
+      .leftJoin(reads, "rd.room_id", "a.room_id")
+      .select(["a.room_id", (eb) => eb.fn.countAll<number>().as("n"), (eb) => eb.fn.sum<number>("a.highlight").as("h")])
+      .where("a.user_id", "=", userId)
+      .where((eb) => eb("a.stream_ordering", ">", eb.fn.coalesce("rd.pos", eb.lit(0))))
+      .groupBy("a.room_id")
+      .execute();
     return new Map(rows.map((r) => [r.room_id, { notify: Number(r.n), highlight: Number(r.h ?? 0), threads: {} }]));
   }
 

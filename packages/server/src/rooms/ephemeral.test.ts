@@ -265,7 +265,7 @@ for (const kind of DB_KINDS) {
       assert.equal(p1, p0 + 1);
       assert.deepEqual(e.wakes.at(-1), { position: p1, rooms: [room], users: [] });
       assert.deepEqual(await e.eph.typingSince([room, quiet], p0, p1), new Map([[room, ["@t1:test"]]]));
-      assert.deepEqual(await e.eph.typingNow(room), ["@t1:test"]);
+      assert.deepEqual((await e.eph.typingIn([room])).get(room) ?? [], ["@t1:test"]);
 
       // Still typing: the expiry moves, the stream does not.
       await e.eph.setTyping(room, "@t1:test", true, 20_000);
@@ -288,7 +288,7 @@ for (const kind of DB_KINDS) {
       const p4 = await e.stream.current();
       assert.deepEqual(await e.eph.typingSince([room], p3, p4), new Map([[room, []]]));
       assert.equal((await e.eph.typingSince([room], p4, p4)).size, 0);
-      assert.deepEqual(await e.eph.typingNow(room), []);
+      assert.deepEqual((await e.eph.typingIn([room])).get(room) ?? [], []);
     });
 
     test("typing timeouts are capped and expiry is announced with an empty list", async (t) => {
@@ -324,7 +324,7 @@ for (const kind of DB_KINDS) {
       const room = "!lapsed:test";
       await e.eph.setTyping(room, "@lapse:test", true, 5000);
       await e.storage.db.updateTable("typing").set({ expires_ts: Date.now() - 1 }).where("room_id", "=", room).execute();
-      assert.deepEqual(await e.eph.typingNow(room), []);
+      assert.deepEqual((await e.eph.typingIn([room])).get(room) ?? [], []);
       const p = await e.stream.current();
       await e.eph.setTyping(room, "@lapse:test", false, 0);
       assert.equal(await e.stream.current(), p + 1);

@@ -3,13 +3,12 @@ import type { Db, Tx } from "../storage/database.js";
 import type { StreamWriter } from "../storage/stream.js";
 import { AccountData } from "../users/account-data.js";
 import { prepared } from "../storage/prepared.js";
+import { chunks } from "../lib/chunks.js";
 
 // Every /sync asks these (presence, and unread counts of every room with news): compiled once,
 // see prepared.ts.
 const selectPresence = prepared((db, userId: string) => db.selectFrom("presence").selectAll().where("user_id", "=", userId));
 type PresenceRow = Awaited<ReturnType<typeof selectPresence>>[number];
-// An initial /sync asks it once per room.
-const selectTyping = prepared((db, roomId: string, now: number) => db.selectFrom("typing").select("user_id").where("room_id", "=", roomId).where("expires_ts", ">", now).orderBy("user_id"));
 const selectLastRead = prepared((db, roomId: string, userId: string, threadId: string) =>
   db
     .selectFrom("receipts")
@@ -56,8 +55,20 @@ export const PRESENCE_REFRESH_MS = 60_000;
 
 /** Unthreaded receipts are stored under the empty thread id; `main` is a thread of its own. */
 const UNTHREADED = "";
-// Keeps `IN (...)` lists well inside both databases' bound-parameter limits.
-const CHUNK = 500;
+
+/**
+ * The receipts that say how far a user has read a room's main timeline: public and private read
+ * receipts, unthreaded or on the main thread. Unread counts (in /sync, on push badges) are the
+ * notifications after the newest of them; callers add the room and what to select.
+ */
+export function mainTimelineReads(db: Db, userId: string) {
+  return db
+    .selectFrom("receipts as r")
+    .innerJoin("events as e", "e.event_id", "r.event_id")
+    .where("r.user_id", "=", userId)
+    .where("r.receipt_type", "in", ["m.read", "m.read.private"])
+    .where("r.thread_id", "in", [UNTHREADED, "main"]);
+}
 
 /**
  * Receipts, typing notifications and presence: state that is not part of the room DAG but still
@@ -240,11 +251,11 @@ export class Ephemeral {
   }
 
   /** Users typing in a room right now (initial sync). */
-  /** typingNow for many rooms at once (an initial /sync): rooms where nobody types are absent. */
+  /** Who is typing now in each of the rooms (an initial /sync): rooms where nobody types are absent. */
   async typingIn(roomIds: readonly string[], now: number = Date.now()): Promise<Map<string, string[]>> {
     const out = new Map<string, string[]>();
-    for (let i = 0; i < roomIds.length; i += 500) {
-      const rows = await this.db.selectFrom("typing").select(["room_id", "user_id"]).where("room_id", "in", roomIds.slice(i, i + 500)).where("expires_ts", ">", now).orderBy("user_id").execute();
+    for (const ids of chunks(roomIds)) {
+      const rows = await this.db.selectFrom("typing").select(["room_id", "user_id"]).where("room_id", "in", ids).where("expires_ts", ">", now).orderBy("user_id").execute();
       for (const r of rows) {
         let list = out.get(r.room_id);
         if (!list) out.set(r.room_id, (list = []));
@@ -252,11 +263,6 @@ export class Ephemeral {
       }
     }
     return out;
-  }
-
-  async typingNow(roomId: string, now: number = Date.now()): Promise<string[]> {
-    const rows = await selectTyping(this.db, roomId, now);
-    return rows.map((r) => r.user_id);
   }
 
   /**
@@ -441,8 +447,3 @@ function presenceContent(row: { state: string; status_msg: string | null; last_a
   return content;
 }
 
-function chunks<T>(items: readonly T[]): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK));
-  return out;
-}

@@ -8,6 +8,7 @@ import type { NewEvent, RoomEvents } from "./room-events.js";
 import { EVENT_COLUMNS, toClientEvent, type ClientEvent, type EventRow, type Viewer } from "./client-event.js";
 import type { Pdu } from "./event-crypto.js";
 import { prepared } from "../storage/prepared.js";
+import { chunks } from "../lib/chunks.js";
 
 export type Membership = "join" | "invite" | "leave" | "ban" | "knock";
 
@@ -361,14 +362,14 @@ export class Rooms {
       list.push(r);
     }
     const hv = new Map<string, string>();
-    for (let i = 0; i < roomIds.length; i += 500) {
+    for (const ids of chunks(roomIds)) {
       const rows = await this.db
         .selectFrom("room_state")
         .innerJoin("events", "events.event_id", "room_state.event_id")
         .select(["room_state.room_id", ...EVENT_COLUMNS])
         .where("room_state.type", "=", "m.room.history_visibility")
         .where("room_state.state_key", "=", "")
-        .where("room_state.room_id", "in", roomIds.slice(i, i + 500))
+        .where("room_state.room_id", "in", ids)
         .execute();
       for (const r of rows) hv.set(r.room_id, String(toClientEvent(r).content.history_visibility ?? "shared"));
     }

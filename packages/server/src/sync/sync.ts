@@ -15,6 +15,7 @@ import { isPresenceOnly } from "../storage/stream.js";
 import { loadWindowNews, toDeviceKey, weighWindowNews, type WindowNews } from "./window-news.js";
 import { MembershipCache, type MemberRow } from "./membership-cache.js";
 import { Limiter } from "../lib/limiter.js";
+import { chunks } from "../lib/chunks.js";
 import { FilterCache } from "./filter-cache.js";
 
 export interface SyncParams {
@@ -461,14 +462,14 @@ export class SyncService {
       if (changed.length === 0) return [];
       users = changed.includes(userId) ? [userId] : [];
       const others = changed.filter((u) => u !== userId);
-      for (let i = 0; i < others.length; i += 500) {
+      for (const batch of chunks(others)) {
         const rows = await this.d.db
           .selectFrom("room_members")
           .select("user_id")
           .distinct()
           .where("room_id", "in", joinedRooms)
           .where("membership", "=", "join")
-          .where("user_id", "in", others.slice(i, i + 500))
+          .where("user_id", "in", batch)
           .execute();
         for (const r of rows) users.push(r.user_id);
       }
