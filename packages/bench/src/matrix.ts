@@ -78,6 +78,12 @@ export const LEAN_FILTER = JSON.stringify({
   room: { timeline: { limit: 100 }, state: { lazy_load_members: true }, ephemeral: { not_types: ["*"] }, account_data: { not_types: ["*"] } },
 });
 
+/** Stores a filter for the user (POST /user/{userId}/filter), as clients do once; returns its id. */
+export async function uploadFilter(s: Session, filter: string): Promise<string> {
+  const r = await call<{ filter_id: string }>(s.baseUrl, "POST", `/_matrix/client/v3/user/${enc(s.userId)}/filter`, { token: s.accessToken, body: JSON.parse(filter) });
+  return r.filter_id;
+}
+
 export async function sync(s: Session, params: { since?: string; timeout?: number; filter?: string }, signal?: AbortSignal): Promise<SyncResponse> {
   const q = new URLSearchParams({ timeout: String(params.timeout ?? 0), filter: params.filter ?? LEAN_FILTER });
   if (params.since) q.set("since", params.since);

@@ -38,6 +38,43 @@ export function resetPeak(pid: number): boolean {
   }
 }
 
+/**
+ * CPU time (user + system) a process has used so far, in seconds, from /proc/PID/stat; null when
+ * there is no such process. Linux reports it in USER_HZ ticks, which are 1/100 s on every
+ * architecture Node runs on. Read before and after a window, it says how much server work the
+ * window cost, a figure that varies far less with other load on the machine than latency does.
+ */
+export function procCpuSeconds(pid: number, thread?: number): number | null {
+  let stat: string;
+  try {
+    stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, "utf8");
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may hold spaces and parentheses; the fields after its closing one are fixed.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / 100 : null;
+}
+
+/**
+ * Summed CPU seconds of the target's server processes, or null where /proc cannot see them all.
+ * `mainThread`: only their main threads (JavaScript runs there; the rest is GC helpers, libuv's
+ * thread pool and the compiler).
+ */
+export function serverCpuSeconds(target: Target, mainThread = false): number | null {
+  const pids = target.pids ?? [];
+  if (pids.length === 0) return null;
+  let sum = 0;
+  for (const pid of pids) {
+    const s = procCpuSeconds(pid, mainThread ? pid : undefined);
+    if (s === null) return null;
+    sum += s;
+  }
+  return sum;
+}
+
 /** The soft limit on open files of a process ("Max open files"), or null if unknown. */
 export function openFileLimit(pid: number | "self" = "self"): number | null {
   try {

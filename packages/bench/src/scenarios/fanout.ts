@@ -1,41 +1,49 @@
-import http from "node:http";
-import { sendMessage, sync, LEAN_FILTER, MatrixHttpError, type Session, type SyncResponse } from "../matrix.js";
+import { sendMessage, sync, uploadFilter, LEAN_FILTER, MatrixHttpError, type Session, type SyncResponse } from "../matrix.js";
 import { percentile, pool, round, sleep } from "../stats.js";
 import { openSessions, seedRooms } from "../population.js";
 import type { Scenario } from "../scenario.js";
+import { serverCpuSeconds } from "../proc.js";
+import { LeanConnection } from "../lean-client.js";
 
 /**
- * Long-polls over plain node:http with one keep-alive agent. The load generator shares the
- * machine with the server, and with thousands of members it answers thousands of responses per
- * message: measured here, a request costs the client about 250 µs of CPU with fetch and about
- * 60 µs with node:http, so with fetch the bench itself would need more than a core at 5,000
- * members and its own queueing would show up as delivery latency. https targets keep fetch.
+ * A member's long-poll loop. Over plain http each member holds one LeanConnection: the bench
+ * shares the machine with the server and answers thousands of responses per message, so what
+ * it spends per request is CPU the server does not get (node:http cost the bench about 200 µs
+ * per cycle, fetch more). The filter is stored once and named by id, as Element and the SDKs
+ * do. https targets keep fetch.
  */
-const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+class Member {
+  private readonly conn: LeanConnection | null;
+  private readonly headers: string;
+  private readonly controller = new AbortController();
 
-function leanSync(s: Session, since: string, timeoutMs: number, signal: AbortSignal): Promise<SyncResponse> {
-  if (!s.baseUrl.startsWith("http:")) return sync(s, { since, timeout: timeoutMs }, signal);
-  const q = new URLSearchParams({ since, timeout: String(timeoutMs), filter: LEAN_FILTER });
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${s.baseUrl}/_matrix/client/v3/sync?${q}`, { agent, headers: { authorization: `Bearer ${s.accessToken}` }, signal }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", reject);
-      res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        if (res.statusCode !== 200) reject(new MatrixHttpError(res.statusCode ?? 0, text, "GET /sync"));
-        else {
-          try {
-            resolve(JSON.parse(text) as SyncResponse);
-          } catch (err) {
-            reject(err instanceof Error ? err : new Error(String(err)));
-          }
-        }
-      });
-    });
-    req.on("error", reject);
-    req.end();
-  });
+  constructor(
+    private readonly s: Session,
+    private readonly filterId: string,
+  ) {
+    const url = new URL(s.baseUrl);
+    this.conn = url.protocol === "http:" ? new LeanConnection(url.hostname, Number(url.port || 80)) : null;
+    this.headers = `authorization: Bearer ${s.accessToken}\r\n`;
+  }
+
+  /** Sync answers read, and their bytes (plain http only). */
+  answers = 0;
+  bytes = 0;
+
+  async sync(since: string, timeoutMs: number): Promise<SyncResponse> {
+    if (!this.conn) return sync(this.s, { since, timeout: timeoutMs, filter: this.filterId }, this.controller.signal);
+    const res = await this.conn.get(`/_matrix/client/v3/sync?since=${encodeURIComponent(since)}&timeout=${timeoutMs}&filter=${encodeURIComponent(this.filterId)}`, this.headers);
+    this.answers++;
+    this.bytes += res.body.length;
+    const text = res.body.toString("utf8");
+    if (res.status !== 200) throw new MatrixHttpError(res.status, text, "GET /sync");
+    return JSON.parse(text) as SyncResponse;
+  }
+
+  close(): void {
+    this.conn?.close();
+    this.controller.abort();
+  }
 }
 
 /**
@@ -63,16 +71,14 @@ export const fanout: Scenario = async (ctx) => {
   // Message id → ack time; member index → (message id → receive time).
   const ackAt = new Map<string, number>();
   const received: Map<string, number>[] = readers.map(() => new Map());
-  // One controller per member: a shared signal would collect an abort listener per request.
-  const controllers = readers.map(() => new AbortController());
   let syncErrors = 0;
   let stop = false;
 
-  const poll = async (s: Session, i: number, from: string) => {
+  const poll = async (m: Member, i: number, from: string) => {
     let since = from;
     while (!stop) {
       try {
-        const r = await leanSync(s, since, 30_000, controllers[i]!.signal);
+        const r = await m.sync(since, 30_000);
         const now = Date.now();
         for (const ev of r.rooms?.join?.[roomId]?.timeline?.events ?? []) {
           const id = ev.content?.["bench_id"];
@@ -86,23 +92,35 @@ export const fanout: Scenario = async (ctx) => {
       }
     }
   };
-  ctx.progress(`${members} members sync once, then long-poll`);
-  const initial = await pool(readers, 16, async (s) => (await sync(s, { timeout: 0 })).next_batch);
-  const ready = readers.map((s, i) => poll(s, i, initial[i]!));
+  ctx.progress(`${members} members store a filter, sync once, then long-poll`);
+  const filterIds = await pool(readers, 16, (s) => uploadFilter(s, LEAN_FILTER));
+  const initial = await pool(readers, 16, async (s, i) => (await sync(s, { timeout: 0, filter: filterIds[i]! })).next_batch);
+  const polling = readers.map((s, i) => new Member(s, filterIds[i]!));
+  const ready = polling.map((m, i) => poll(m, i, initial[i]!));
   // Let every member reach its long-poll before the first message.
   await sleep(Math.min(10_000, 1000 + members * 2));
 
   ctx.progress(`sending ${messages} messages at ${rate}/s`);
   await ctx.target.profile?.("start");
+  const cpuAtStart = serverCpuSeconds(ctx.target);
+  const answersAtStart = polling.reduce((n, m) => n + m.answers, 0);
+  const bytesAtStart = polling.reduce((n, m) => n + m.bytes, 0);
+  const mainAtStart = serverCpuSeconds(ctx.target, true);
+  const benchCpuAtStart = process.cpuUsage();
   let sendErrors = 0;
+  let lastAckAt = Date.now();
+  // How long the sender waits for each acknowledgement while the members are being answered.
+  const ackMs: number[] = [];
   const started = Date.now();
   for (let m = 0; m < messages; m++) {
     const due = started + (m * 1000) / rate;
     if (due > Date.now()) await sleep(due - Date.now());
     const id = `f${started}_${m}`;
     try {
+      const sentAt = Date.now();
       await sendMessage(sender, roomId, id, { msgtype: "m.text", body: `alert ${m}`, bench_id: id });
-      ackAt.set(id, Date.now());
+      ackAt.set(id, (lastAckAt = Date.now()));
+      ackMs.push(lastAckAt - sentAt);
     } catch {
       sendErrors++;
     }
@@ -111,9 +129,16 @@ export const fanout: Scenario = async (ctx) => {
   const expected = readers.length * ackAt.size;
   const count = () => received.reduce((n, r) => n + r.size, 0);
   while (count() < expected && Date.now() < deadline) await sleep(100);
+  const cpuAtEnd = serverCpuSeconds(ctx.target);
+  const mainAtEnd = serverCpuSeconds(ctx.target, true);
+  const windowS = (Date.now() - started) / 1000;
+  const answers = polling.reduce((n, m) => n + m.answers, 0) - answersAtStart;
+  const answerBytes = polling.reduce((n, m) => n + m.bytes, 0) - bytesAtStart;
+  const sendingS = (lastAckAt - started) / 1000;
+  const benchCpu = process.cpuUsage(benchCpuAtStart);
   await ctx.target.profile?.("stop", "fanout");
   stop = true;
-  for (const c of controllers) c.abort();
+  for (const m of polling) m.close();
   await Promise.allSettled(ready);
 
   const latencies: number[] = [];
@@ -130,6 +155,22 @@ export const fanout: Scenario = async (ctx) => {
       delivery_p99_ms: round(p99),
       // A loop, not Math.max(...latencies): 250,000 arguments overflow the stack.
       delivery_max_ms: round(latencies.length ? latencies.reduce((a, b) => (b > a ? b : a), 0) : Number.NaN),
+      // Server CPU per delivered event over the window: what a wave costs, and so how long the
+      // last member of a wave waits, with the figure's dependence on other load taken out.
+      ...(cpuAtStart !== null && cpuAtEnd !== null && latencies.length > 0
+        ? { server_cpu_s: round(cpuAtEnd - cpuAtStart), server_cpu_us_per_delivery: round(((cpuAtEnd - cpuAtStart) * 1e6) / latencies.length) }
+        : {}),
+      ...(mainAtStart !== null && mainAtEnd !== null ? { server_main_thread_cpu_s: round(mainAtEnd - mainAtStart) } : {}),
+      // Several messages per answer when members fall behind; 0 where fetch was used (https).
+      sync_answers: answers,
+      ...(answers > 0 ? { answer_bytes_avg: Math.round(answerBytes / answers) } : {}),
+      send_ack_p50_ms: round(percentile(ackMs, 50)),
+      send_ack_p99_ms: round(percentile(ackMs, 99)),
+      // Sending paces itself by the acknowledgements: a server too busy to acknowledge in time
+      // stretches the sending over more than messages / rate seconds.
+      sending_s: round(sendingS),
+      window_s: round(windowS),
+      bench_cpu_s: round((benchCpu.user + benchCpu.system) / 1e6),
       send_errors: sendErrors,
       sync_errors: syncErrors,
       ...(rss !== null ? { server_rss_mb: round(rss / 1048576) } : {}),
