@@ -21,8 +21,11 @@ export class Limiter {
       return await task();
     } finally {
       const next = this.waiting.shift();
-      // The slot passes straight to the next waiter, so nobody can jump the queue in between.
-      if (next) next();
+      // The slot passes straight to the next waiter, so nobody can jump the queue in between. It
+      // starts from a macrotask: with SQLite answering synchronously, a task can run from start
+      // to end in microtasks, and handing over directly would chain a whole wave of thousands
+      // into one turn of the event loop — no request read, no write acknowledged, for a second.
+      if (next) setImmediate(next);
       else this.running--;
     }
   }
