@@ -11,8 +11,32 @@ const MAX_KEY = 4096;
 
 export class FilterCache {
   private readonly entries = new Map<string, Filter>();
+  /**
+   * Stored filters by user and id, as their JSON text: one per user and client, so as many as
+   * there are users syncing (a few hundred bytes each); the parsed filter is then looked up by
+   * its text, and clients that store the same filter (every Element does) share one.
+   */
+  private readonly stored = new Map<string, string>();
 
-  constructor(private readonly limit = 2000) {}
+  constructor(
+    private readonly limit = 2000,
+    private readonly storedLimit = 50_000,
+  ) {}
+
+  /** The text of a stored filter, read with `load` once (undefined: there is no such filter). */
+  async storedText(key: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
+    const hit = this.stored.get(key);
+    if (hit !== undefined) {
+      this.stored.delete(key);
+      this.stored.set(key, hit);
+      return hit;
+    }
+    const text = await load();
+    if (text === undefined) return undefined;
+    this.stored.set(key, text);
+    if (this.stored.size > this.storedLimit) this.stored.delete(this.stored.keys().next().value!);
+    return text;
+  }
 
   async get(key: string, load: () => Promise<Filter>): Promise<Filter> {
     // Keys are the filters themselves when inline: big ones are parsed each time rather than
