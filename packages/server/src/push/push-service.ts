@@ -5,7 +5,8 @@ import type { PersistContext } from "../rooms/room-events.js";
 import type { Bus } from "../bus/bus.js";
 import { toClientEvent } from "../rooms/client-event.js";
 import { buildRuleset, emptyPushRules, parseStoredPushRules, type UserPushRules } from "./ruleset.js";
-import { evaluatePushRules, summariseActions } from "./evaluate.js";
+import { summariseActions } from "./evaluate.js";
+import { evaluateForRecipients, type PushRecipient } from "./evaluate-many.js";
 import type { Ruleset } from "./default-rules.js";
 import { prepared } from "../storage/prepared.js";
 import { mainTimelineReads } from "../rooms/ephemeral.js";
@@ -53,6 +54,15 @@ const PUSH_ROWS = 100;
 const insertPushAction = prepared((db, ...p: PushActionParams) => db.insertInto("event_push_actions").values(pushActionRow(p, 0)));
 const insertPushActions = prepared((db, ...p: Array<string | number>) => db.insertInto("event_push_actions").values(Array.from({ length: PUSH_ROWS }, (_, r) => pushActionRow(p, r * 7))));
 
+function localpartOf(userId: string): string {
+  return parseUserId(userId)?.localpart ?? userId;
+}
+
+/** No rules of the user's own and no default rule changed: the server's defaults as they are. */
+function isUntouched(stored: UserPushRules): boolean {
+  return Object.values(stored.custom).every((rules) => rules.length === 0) && Object.values(stored.defaults).every((changes) => Object.keys(changes).length === 0);
+}
+
 export interface UnreadCounts {
   notify: number;
   highlight: number;
@@ -66,7 +76,7 @@ export interface UnreadCounts {
 export class PushService {
   // Built rulesets per user. A rule change is announced on the bus with the user in the wake-up,
   // which drops the entry here and in every other process.
-  private readonly cache = new Map<string, Ruleset>();
+  private readonly cache = new Map<string, { ruleset: Ruleset; defaultsOnly: boolean }>();
   private static readonly CACHE_LIMIT = 50_000;
   private readonly notificationListeners: NotificationListener[] = [];
 
@@ -90,9 +100,15 @@ export class PushService {
   }
 
   async ruleset(userId: string, db: Db | Tx = this.db): Promise<Ruleset> {
+    return (await this.entry(userId, db)).ruleset;
+  }
+
+  /** The built ruleset, and whether the user has changed nothing about the defaults. */
+  private async entry(userId: string, db: Db | Tx): Promise<{ ruleset: Ruleset; defaultsOnly: boolean }> {
     const cached = this.cache.get(userId);
     if (cached) return cached;
-    const built = buildRuleset(userId, parseUserId(userId)?.localpart ?? userId, await this.stored(userId, db));
+    const stored = await this.stored(userId, db);
+    const built = { ruleset: buildRuleset(userId, localpartOf(userId), stored), defaultsOnly: isUntouched(stored) };
     if (this.cache.size >= PushService.CACHE_LIMIT) this.cache.clear();
     this.cache.set(userId, built);
     return built;
@@ -111,7 +127,7 @@ export class PushService {
         .values({ user_id: userId, json })
         .onConflict((oc) => oc.column("user_id").doUpdateSet({ json }))
         .execute();
-      const ruleset = buildRuleset(userId, parseUserId(userId)?.localpart ?? userId, next);
+      const ruleset = buildRuleset(userId, localpartOf(userId), next);
       const content = JSON.stringify({ global: ruleset });
       const pos = w.next();
       await w.tx
@@ -148,19 +164,19 @@ export class PushService {
     const clientEvent = toClientEvent({ event_id: event.eventId, json: JSON.stringify(pdu), stream_ordering: event.streamOrdering, redacted_by: null, sender: pdu.sender, txn_device: null, txn_id: null });
     const rel = pdu.content["m.relates_to"] as { rel_type?: string; event_id?: string } | undefined;
     const threadId = rel?.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : "main";
-    const rows = [];
+    const withRules: PushRecipient[] = [];
     for (const m of recipients) {
-      const match = evaluatePushRules(await this.ruleset(m.user_id, tx), { ...clientEvent }, {
-        userId: m.user_id,
-        ...(m.displayname ? { displayName: m.displayname } : {}),
-        roomMemberCount: joinedCount,
-        senderPowerLevel: senderLevel,
-        notificationPowerLevels: notificationLevels,
-      });
+      const { ruleset, defaultsOnly } = await this.entry(m.user_id, tx);
+      withRules.push({ userId: m.user_id, localpart: localpartOf(m.user_id), ...(m.displayname ? { displayName: m.displayname } : {}), ruleset, defaultsOnly });
+    }
+    const matches = evaluateForRecipients(withRules, { ...clientEvent }, { roomMemberCount: joinedCount, senderPowerLevel: senderLevel, notificationPowerLevels: notificationLevels });
+    const rows = [];
+    for (let i = 0; i < withRules.length; i++) {
+      const match = matches[i];
       if (!match) continue;
       const summary = summariseActions(match.actions);
       if (!summary.notify) continue;
-      rows.push({ room_id: event.roomId, user_id: m.user_id, event_id: event.eventId, stream_ordering: event.streamOrdering, thread_id: threadId, notify: 1, highlight: summary.highlight ? 1 : 0 });
+      rows.push({ room_id: event.roomId, user_id: withRules[i]!.userId, event_id: event.eventId, stream_ordering: event.streamOrdering, thread_id: threadId, notify: 1, highlight: summary.highlight ? 1 : 0 });
     }
     // In statements of PUSH_ROWS rows, compiled once: a message into a room of thousands inserts
     // thousands of rows under the stream lock, and Kysely would build and compile each 500-row

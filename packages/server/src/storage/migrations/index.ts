@@ -10,6 +10,7 @@ import { up as pushDuty } from "./007_push_duty.js";
 import { up as pusherDevices } from "./008_pusher_devices.js";
 import { up as partialEventIndexes } from "./009_partial_event_indexes.js";
 import { up as streamWindowIndexes } from "./010_stream_window_indexes.js";
+import { up as pushActionsByUser } from "./011_push_actions_by_user.js";
 
 export interface Migration {
   name: string;
@@ -28,4 +29,5 @@ export const MIGRATIONS: Migration[] = [
   { name: "008_pusher_devices", up: pusherDevices },
   { name: "009_partial_event_indexes", up: partialEventIndexes },
   { name: "010_stream_window_indexes", up: streamWindowIndexes },
+  { name: "011_push_actions_by_user", up: pushActionsByUser },
 ];
