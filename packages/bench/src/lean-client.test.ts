@@ -102,3 +102,24 @@ test("nothing listening is an error, not a hang", async () => {
   const c = new LeanConnection("127.0.0.1", port);
   await assert.rejects(c.get("/", ""), /ECONNREFUSED/);
 });
+
+test("an IPv6 loopback server is reached by its bare address", async (t) => {
+  const s = http.createServer((req, res) => res.end(req.headers.host));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      s.once("error", reject);
+      s.listen(0, "::1", resolve);
+    });
+  } catch {
+    t.skip("this machine has no IPv6 loopback");
+    return;
+  }
+  const port = (s.address() as AddressInfo).port;
+  const c = new LeanConnection("::1", port);
+  try {
+    assert.equal((await c.get("/", "")).body.toString(), `[::1]:${port}`);
+  } finally {
+    c.close();
+    s.close();
+  }
+});

@@ -39,7 +39,7 @@ export class LeanConnection {
       this.pending = { resolve, reject };
       this.head = null;
       this.chunks = [];
-      this.connected().write(`GET ${path} HTTP/1.1\r\nhost: ${this.host}:${this.port}\r\n${headers}\r\n`);
+      this.connected().write(`GET ${path} HTTP/1.1\r\nhost: ${this.host.includes(":") ? `[${this.host}]` : this.host}:${this.port}\r\n${headers}\r\n`);
     });
   }
 

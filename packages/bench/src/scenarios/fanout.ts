@@ -22,7 +22,7 @@ class Member {
     private readonly filterId: string,
   ) {
     const url = new URL(s.baseUrl);
-    this.conn = url.protocol === "http:" ? new LeanConnection(url.hostname, Number(url.port || 80)) : null;
+    this.conn = url.protocol === "http:" ? new LeanConnection(url.hostname.replace(/^\[(.*)\]$/, "$1"), Number(url.port || 80)) : null;
     this.headers = `authorization: Bearer ${s.accessToken}\r\n`;
   }
 

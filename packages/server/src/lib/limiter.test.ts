@@ -27,3 +27,22 @@ test("at most `limit` tasks run at once, the rest in arrival order; failures fre
   assert.equal(limiter.queued, 0);
   assert.equal(await task(6), 6, "slots are all free again");
 });
+
+test("queued tasks that never wait for I/O still let the event loop turn between them", async () => {
+  // Like /sync builds on SQLite: everything resolves in microtasks. Handed over directly, all of
+  // them would run before any timer, socket read or write acknowledgement got a turn.
+  const limiter = new Limiter(2);
+  const finished: number[] = [];
+  let finishedWhenLoopTurned = -1;
+  const all = Array.from({ length: 50 }, (_, i) =>
+    limiter.run(async () => {
+      await Promise.resolve();
+      finished.push(i);
+    }),
+  );
+  setImmediate(() => (finishedWhenLoopTurned = finished.length));
+  await Promise.all(all);
+  assert.equal(finished.length, 50);
+  assert.ok(finishedWhenLoopTurned >= 0 && finishedWhenLoopTurned < 10, `the loop turned only after ${finishedWhenLoopTurned} of 50 tasks`);
+  assert.deepEqual(finished, [...finished].sort((a, b) => a - b), "still in arrival order");
+});
