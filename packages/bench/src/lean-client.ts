@@ -28,7 +28,6 @@ export class LeanConnection {
   constructor(
     private readonly host: string,
     private readonly port: number,
-    private readonly localAddress?: string,
   ) {}
 
   /** GET `path`; rejects if the connection fails or closes before the whole answer arrived. */
@@ -51,7 +50,7 @@ export class LeanConnection {
 
   private connected(): net.Socket {
     if (this.socket) return this.socket;
-    const socket = net.connect({ host: this.host, port: this.port, ...(this.localAddress ? { localAddress: this.localAddress } : {}) });
+    const socket = net.connect({ host: this.host, port: this.port });
     socket.setNoDelay(true);
     this.buffer = Buffer.alloc(0);
     socket.on("data", (data: Buffer) => {

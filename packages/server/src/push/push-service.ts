@@ -63,6 +63,8 @@ function isUntouched(stored: UserPushRules): boolean {
   return Object.values(stored.custom).every((rules) => rules.length === 0) && Object.values(stored.defaults).every((changes) => Object.keys(changes).length === 0);
 }
 
+type RulesetEntry = Pick<PushRecipient, "ruleset" | "localpart" | "defaultsOnly">;
+
 export interface UnreadCounts {
   notify: number;
   highlight: number;
@@ -76,7 +78,7 @@ export interface UnreadCounts {
 export class PushService {
   // Built rulesets per user. A rule change is announced on the bus with the user in the wake-up,
   // which drops the entry here and in every other process.
-  private readonly cache = new Map<string, { ruleset: Ruleset; defaultsOnly: boolean }>();
+  private readonly cache = new Map<string, RulesetEntry>();
   private static readonly CACHE_LIMIT = 50_000;
   private readonly notificationListeners: NotificationListener[] = [];
 
@@ -103,12 +105,13 @@ export class PushService {
     return (await this.entry(userId, db)).ruleset;
   }
 
-  /** The built ruleset, and whether the user has changed nothing about the defaults. */
-  private async entry(userId: string, db: Db | Tx): Promise<{ ruleset: Ruleset; defaultsOnly: boolean }> {
+  /** The built ruleset, the localpart it matches, and whether the user changed nothing about the defaults. */
+  private async entry(userId: string, db: Db | Tx): Promise<RulesetEntry> {
     const cached = this.cache.get(userId);
     if (cached) return cached;
     const stored = await this.stored(userId, db);
-    const built = { ruleset: buildRuleset(userId, localpartOf(userId), stored), defaultsOnly: isUntouched(stored) };
+    const localpart = localpartOf(userId);
+    const built = { ruleset: buildRuleset(userId, localpart, stored), localpart, defaultsOnly: isUntouched(stored) };
     if (this.cache.size >= PushService.CACHE_LIMIT) this.cache.clear();
     this.cache.set(userId, built);
     return built;
@@ -166,8 +169,8 @@ export class PushService {
     const threadId = rel?.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : "main";
     const withRules: PushRecipient[] = [];
     for (const m of recipients) {
-      const { ruleset, defaultsOnly } = await this.entry(m.user_id, tx);
-      withRules.push({ userId: m.user_id, localpart: localpartOf(m.user_id), ...(m.displayname ? { displayName: m.displayname } : {}), ruleset, defaultsOnly });
+      const { ruleset, localpart, defaultsOnly } = await this.entry(m.user_id, tx);
+      withRules.push({ userId: m.user_id, localpart, ...(m.displayname ? { displayName: m.displayname } : {}), ruleset, defaultsOnly });
     }
     const matches = evaluateForRecipients(withRules, { ...clientEvent }, { roomMemberCount: joinedCount, senderPowerLevel: senderLevel, notificationPowerLevels: notificationLevels });
     const rows = [];

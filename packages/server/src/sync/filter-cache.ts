@@ -24,35 +24,34 @@ export class FilterCache {
   ) {}
 
   /** The text of a stored filter, read with `load` once (undefined: there is no such filter). */
-  async storedText(key: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
-    const hit = this.stored.get(key);
-    if (hit !== undefined) {
-      this.stored.delete(key);
-      this.stored.set(key, hit);
-      return hit;
-    }
-    const text = await load();
-    if (text === undefined) return undefined;
-    this.stored.set(key, text);
-    if (this.stored.size > this.storedLimit) this.stored.delete(this.stored.keys().next().value!);
-    return text;
+  storedText(key: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
+    return remembered(this.stored, this.storedLimit, key, load);
   }
 
   async get(key: string, load: () => Promise<Filter>): Promise<Filter> {
     // Keys are the filters themselves when inline: big ones are parsed each time rather than
     // letting a client fill memory with them.
     if (key.length > MAX_KEY) return deepFreeze(await load());
-    const hit = this.entries.get(key);
-    if (hit) {
-      this.entries.delete(key);
-      this.entries.set(key, hit);
-      return hit;
-    }
-    const filter = deepFreeze(await load());
-    this.entries.set(key, filter);
-    if (this.entries.size > this.limit) this.entries.delete(this.entries.keys().next().value!);
-    return filter;
+    return (await remembered(this.entries, this.limit, key, async () => deepFreeze(await load())))!;
   }
+}
+
+/**
+ * `map[key]`, or what `load` gives, kept there (unless undefined) with the least recently used
+ * entries beyond `limit` dropped. Failed loads are not kept.
+ */
+async function remembered<V>(map: Map<string, V>, limit: number, key: string, load: () => Promise<V | undefined>): Promise<V | undefined> {
+  const hit = map.get(key);
+  if (hit !== undefined) {
+    map.delete(key);
+    map.set(key, hit);
+    return hit;
+  }
+  const value = await load();
+  if (value === undefined) return undefined;
+  map.set(key, value);
+  if (map.size > limit) map.delete(map.keys().next().value!);
+  return value;
 }
 
 function deepFreeze<T>(value: T): T {

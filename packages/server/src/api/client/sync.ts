@@ -10,13 +10,13 @@ const MAX_TIMEOUT_MS = 120_000;
 async function resolveFilter(s: Services, userId: string, raw: string | undefined): Promise<Filter | undefined> {
   if (raw === undefined || raw === "") return undefined;
   try {
-    if (raw.trimStart().startsWith("{")) return await parsedFilter(s, raw, "filter is not valid JSON");
+    if (raw.trimStart().startsWith("{")) return await parsedFilter(s, raw);
     const text = await s.sync.filters.storedText(`${userId}\u0000${raw}`, async () => {
       const stored = await s.accountData.getFilter(userId, raw);
       return stored === undefined ? undefined : JSON.stringify(stored);
     });
     if (text === undefined) throw new MatrixError("M_INVALID_PARAM", "Unknown filter id");
-    return await parsedFilter(s, text, "stored filter is not valid JSON");
+    return await parsedFilter(s, text);
   } catch (err) {
     if (err instanceof FilterError) throw new MatrixError("M_INVALID_PARAM", `Invalid filter: ${err.message}`);
     throw err;
@@ -24,13 +24,13 @@ async function resolveFilter(s: Services, userId: string, raw: string | undefine
 }
 
 /** A filter's JSON text, parsed once for every request that names the same text. */
-function parsedFilter(s: Services, text: string, invalid: string): Promise<Filter> {
+function parsedFilter(s: Services, text: string): Promise<Filter> {
   return s.sync.filters.get(`{${text}`, async () => {
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch {
-      throw new MatrixError("M_INVALID_PARAM", invalid);
+      throw new MatrixError("M_INVALID_PARAM", "filter is not valid JSON");
     }
     return parseFilter(json);
   });
