@@ -20,12 +20,13 @@ export type NotificationListener = (ctx: PersistContext, notified: ReadonlyArray
 // Notifications after the user's read receipt (see mainTimelineReads), the read position as a
 // subquery: every /sync asks it for each room with news, a wave of woken long-polls thousands of
 // times. Compiled once (see prepared.ts).
-const selectUnreadSinceRead = prepared((db, userId: string, roomId: string) =>
+const selectUnreadSinceRead = prepared((db, userId: string, roomId: string, upto: number) =>
   db
     .selectFrom("event_push_actions")
     .select(["thread_id", (eb) => eb.fn.countAll<number>().as("n"), (eb) => eb.fn.sum<number>("highlight").as("h")])
     .where("user_id", "=", userId)
     .where("room_id", "=", roomId)
+    .where("stream_ordering", "<=", upto)
     .where("stream_ordering", ">", (eb) =>
       eb.fn.coalesce(
         mainTimelineReads(db, userId)
@@ -191,8 +192,8 @@ export class PushService {
   }
 
   /** Notifications after the user's read receipt, for the main timeline and per thread. */
-  async unreadCounts(userId: string, roomId: string): Promise<UnreadCounts> {
-    const rows = await selectUnreadSinceRead(this.db, userId, roomId);
+  async unreadCounts(userId: string, roomId: string, upto = Number.MAX_SAFE_INTEGER): Promise<UnreadCounts> {
+    const rows = await selectUnreadSinceRead(this.db, userId, roomId, upto);
     const out: UnreadCounts = { notify: 0, highlight: 0, threads: {} };
     for (const r of rows) {
       out.notify += Number(r.n);

@@ -12,7 +12,8 @@ import { DEFAULT_TIMELINE_LIMIT, matchesEventFilter, roomAllowed, typeMatches, t
 import { SharedSyncCache } from "./shared-cache.js";
 import { prepared } from "../storage/prepared.js";
 import { isPresenceOnly } from "../storage/stream.js";
-import { loadWindowNews, toDeviceKey, weighWindowNews, type WindowNews } from "./window-news.js";
+import { loadWindowNews, receiptKey, toDeviceKey, weighWindowNews, type WindowNews } from "./window-news.js";
+import { UnreadTracker } from "./unread-tracker.js";
 import { MembershipCache, type MemberRow } from "./membership-cache.js";
 import { Limiter } from "../lib/limiter.js";
 import { chunks } from "../lib/chunks.js";
@@ -87,6 +88,8 @@ export class SyncService {
   readonly filters = new FilterCache();
   /** Responses built at once (see Limiter: a wave of thousands is answered a few at a time). */
   private readonly building = new Limiter(BUILDS_AT_ONCE);
+  /** Unread counts carried from one answer to the next (see UnreadTracker). */
+  private readonly unread: UnreadTracker;
 
   constructor(
     private readonly d: {
@@ -101,6 +104,7 @@ export class SyncService {
     },
   ) {
     this.memberships = new MembershipCache(async (userId) => (await selectAllMemberships(d.db, userId)) as MemberRow[]);
+    this.unread = new UnreadTracker(d.db, this.shared, (userId, roomId, upto) => d.push.unreadCounts(userId, roomId, upto));
     d.notifier.observe((w) => {
       // Presence changes name their user (and nothing else names users with presence news
       // alone); any wake-up naming a user may carry one.
@@ -263,9 +267,12 @@ export class SyncService {
       if (!roomData.state) roomData.state = { events: [] };
       roomData.ephemeral = { events: eph };
       roomData.account_data = { events: ad ?? [] };
-      const counts = initial ? (initial.unread.get(m.room_id) ?? NO_UNREAD) : await this.d.push.unreadCounts(viewer.userId, m.room_id);
+      // Carried forward only where the window is known to hold no read receipt of the user in the
+      // room: receipts are what lower a count (membership changes do not: whoever was not joined
+      // got no push actions meanwhile).
+      const carry = news !== null && !news.receipts.has(receiptKey(viewer.userId, m.room_id));
+      const counts = initial ? (initial.unread.get(m.room_id) ?? NO_UNREAD) : await this.unread.counts(viewer.userId, viewer.deviceId, m.room_id, since, upto, carry);
       roomData.unread_notifications = { notification_count: counts.notify, highlight_count: counts.highlight };
-      if (Object.keys(counts.threads).length > 0) roomData.unread_thread_notifications = counts.threads;
       join[m.room_id] = roomData;
     }
 

@@ -29,6 +29,8 @@ export interface WindowNews {
   deviceLists: ReadonlySet<string>;
   /** Users told of a signature on someone's key in the window. */
   signatureNotices: ReadonlySet<string>;
+  /** `${user_id}\u0000${room_id}` of receipts set in the window (see receiptKey). */
+  receipts: ReadonlySet<string>;
   /** Member events in the window, oldest first; null when there were too many to share. */
   memberEvents: readonly WindowMemberEvent[] | null;
 }
@@ -40,12 +42,17 @@ export function toDeviceKey(userId: string, deviceId: string): string {
   return `${userId}\u0000${deviceId}`;
 }
 
+export function receiptKey(userId: string, roomId: string): string {
+  return `${userId}\u0000${roomId}`;
+}
+
 export async function loadWindowNews(db: Db, since: number, upto: number): Promise<WindowNews> {
-  const [accountData, toDevice, deviceLists, notices, members] = await Promise.all([
+  const [accountData, toDevice, deviceLists, notices, receipts, members] = await Promise.all([
     db.selectFrom("account_data").select("user_id").distinct().where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute(),
     db.selectFrom("device_inbox").select(["user_id", "device_id"]).distinct().where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute(),
     db.selectFrom("device_list_changes").select("user_id").where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute(),
     db.selectFrom("e2e_signature_notices").select("user_id").distinct().where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute(),
+    db.selectFrom("receipts").select(["user_id", "room_id"]).distinct().where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute(),
     db
       .selectFrom("events")
       .select(["room_id", "state_key", "membership", "json", "stream_ordering"])
@@ -61,13 +68,14 @@ export async function loadWindowNews(db: Db, since: number, upto: number): Promi
     toDevice: new Set(toDevice.map((r) => toDeviceKey(r.user_id, r.device_id))),
     deviceLists: new Set(deviceLists.map((r) => r.user_id)),
     signatureNotices: new Set(notices.map((r) => r.user_id)),
+    receipts: new Set(receipts.map((r) => receiptKey(r.user_id, r.room_id))),
     memberEvents: members.length > MAX_SHARED_MEMBER_EVENTS ? null : (members as WindowMemberEvent[]),
   };
 }
 
 /** Rough size of a WindowNews in memory, for the shared cache's bound. */
 export function weighWindowNews(n: WindowNews): number {
-  let bytes = 256 + (n.accountData.size + n.toDevice.size + n.deviceLists.size + n.signatureNotices.size) * 80;
+  let bytes = 256 + (n.accountData.size + n.toDevice.size + n.deviceLists.size + n.signatureNotices.size + n.receipts.size) * 80;
   for (const e of n.memberEvents ?? []) bytes += e.json.length + 200;
   return bytes;
 }

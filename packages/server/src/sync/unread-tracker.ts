@@ -1,0 +1,109 @@
+import type { Db } from "../storage/database.js";
+import type { UnreadCounts } from "../push/push-service.js";
+import { prepared } from "../storage/prepared.js";
+import type { SharedSyncCache } from "./shared-cache.js";
+
+/** Widest window (in stream positions) carried forward; wider ones count afresh. */
+const MAX_STEP = 100;
+/**
+ * How long counts are carried forward before they are counted afresh. Retention removes push
+ * actions of expired events without a sign this process would see; this bounds how long a count
+ * may still include them.
+ */
+const MAX_AGE_MS = 5 * 60_000;
+/** Devices × rooms remembered; the least recently answered go first. */
+const LIMIT = 200_000;
+
+const selectRoomPositions = prepared((db, roomId: string, since: number, upto: number) =>
+  db.selectFrom("events").select("stream_ordering").where("room_id", "=", roomId).where("stream_ordering", ">", since).where("stream_ordering", "<=", upto),
+);
+const selectActionsAt = prepared((db, pos: number) => db.selectFrom("event_push_actions").select(["user_id", "highlight"]).where("stream_ordering", "=", pos));
+
+/** Who one event notifies: user → whether it highlights them. */
+type ActionsAt = ReadonlyMap<string, number>;
+
+interface Entry {
+  pos: number;
+  notify: number;
+  highlight: number;
+  /** When the counts were last counted afresh. */
+  counted: number;
+}
+
+/**
+ * Unread counts per device and room, carried from one /sync answer to the next. Every member of a
+ * big room asks for its count in the room after each message; counting its notifications after
+ * its read receipt is one query per member (a scan that grows with what it has not read), and a
+ * wave of thousands of woken long-polls spent a tenth of its time there.
+ *
+ * A device's next request names the position of its last answer (`since`). If nothing that
+ * lowers the count happened since — no read receipt of the user in the room — the count at
+ * `upto` is the old one plus what the room's events in (since, upto] added for the user. Those events and whom each notifies are read once for everybody (the
+ * shared cache), so a member's count becomes a few map lookups. Anything else counts afresh.
+ */
+export class UnreadTracker {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly shared: SharedSyncCache,
+    /** Counts afresh: notifications after the read receipt, up to `upto`. */
+    private readonly countAfresh: (userId: string, roomId: string, upto: number) => Promise<Pick<UnreadCounts, "notify" | "highlight">>,
+  ) {}
+
+  /**
+   * The counts for a room of the viewer at `upto`. `carry`: the caller vouches that no read
+   * receipt of the user in the room lies in (since, upto].
+   */
+  async counts(userId: string, deviceId: string, roomId: string, since: number | null, upto: number, carry: boolean, now = Date.now()): Promise<Pick<UnreadCounts, "notify" | "highlight">> {
+    const key = `${userId}\u0000${deviceId}\u0000${roomId}`;
+    const last = this.entries.get(key);
+    let next: Entry;
+    if (last && carry && since !== null && last.pos === since && upto >= since && upto - since <= MAX_STEP && now - last.counted < MAX_AGE_MS) {
+      next = { pos: upto, notify: last.notify, highlight: last.highlight, counted: last.counted };
+      if (upto > since) {
+        for (const pos of await this.positions(roomId, since, upto)) {
+          const h = (await this.actionsAt(pos)).get(userId);
+          if (h === undefined) continue;
+          next.notify += 1;
+          next.highlight += h;
+        }
+      }
+    } else {
+      const fresh = await this.countAfresh(userId, roomId, upto);
+      next = { pos: upto, notify: fresh.notify, highlight: fresh.highlight, counted: now };
+    }
+    this.entries.delete(key);
+    this.entries.set(key, next);
+    if (this.entries.size > LIMIT) this.entries.delete(this.entries.keys().next().value!);
+    return { notify: next.notify, highlight: next.highlight };
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Positions of the room's events in (since, upto]: asked once per room and window. */
+  private positions(roomId: string, since: number, upto: number): Promise<number[]> {
+    return this.shared.get(
+      `positions:${roomId}:${since}:${upto}`,
+      roomId,
+      async () => (await selectRoomPositions(this.db, roomId, since, upto)).map((r) => Number(r.stream_ordering)),
+      (p) => 64 + p.length * 16,
+    );
+  }
+
+  /**
+   * Whom the event at `pos` notifies. Rows at a committed position are written with the event and
+   * only ever removed with it (retention), so the answer is filed by position alone and survives
+   * the wake-ups of later messages into the room.
+   */
+  private actionsAt(pos: number): Promise<ActionsAt> {
+    return this.shared.get(
+      `push-actions:${pos}`,
+      undefined,
+      async () => new Map((await selectActionsAt(this.db, pos)).map((r) => [r.user_id, Number(r.highlight)])),
+      (m) => 64 + m.size * 96,
+    );
+  }
+}
