@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { linearFit, median, percentile, pool } from "./stats.js";
+import { linearFit, median, percentile, percentileByGroup, pool } from "./stats.js";
 
 test("percentile is nearest-rank over unsorted samples", () => {
   const samples = [5, 1, 4, 2, 3];
@@ -31,4 +31,17 @@ test("pool keeps result order and never exceeds its limit", async () => {
   });
   assert.deepEqual(out, [50, 41, 32, 23, 14]);
   assert.equal(most, 2);
+});
+
+test("percentileByGroup gives each group's percentile in the given order and skips empty or unknown groups", () => {
+  const samples: Array<[string, number]> = [
+    ["b", 5],
+    ["a", 1],
+    ["b", 7],
+    ["a", 3],
+    ["x", 100],
+    ["a", 2],
+  ];
+  assert.deepEqual(percentileByGroup(["a", "b", "c"], samples, 100), [3, 7]);
+  assert.deepEqual(percentileByGroup(["b", "a"], samples, 50), [5, 2]);
 });

@@ -33,6 +33,16 @@ export function median(samples: readonly number[]): number {
 }
 
 /**
+ * The p-th percentile of each group's samples, in the order the groups are given (groups without
+ * samples are left out): e.g. each message's delivery p99 across the members of a room.
+ */
+export function percentileByGroup(order: readonly string[], samples: Iterable<readonly [group: string, value: number]>, p: number): number[] {
+  const byGroup = new Map<string, number[]>(order.map((g) => [g, []]));
+  for (const [g, v] of samples) byGroup.get(g)?.push(v);
+  return [...byGroup.values()].filter((v) => v.length > 0).map((v) => percentile(v, p));
+}
+
+/**
  * Least-squares slope and intercept of y over x (e.g. resident bytes over open connections);
  * NaN slope with fewer than two distinct x values.
  */

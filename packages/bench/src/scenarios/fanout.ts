@@ -1,5 +1,5 @@
 import { sendMessage, sync, uploadFilter, LEAN_FILTER, MatrixHttpError, type Session, type SyncResponse } from "../matrix.js";
-import { percentile, pool, round, sleep } from "../stats.js";
+import { median, percentile, percentileByGroup, pool, round, sleep } from "../stats.js";
 import { openSessions, seedRooms } from "../population.js";
 import type { Scenario } from "../scenario.js";
 import { serverCpuSeconds } from "../proc.js";
@@ -142,9 +142,20 @@ export const fanout: Scenario = async (ctx) => {
   await Promise.allSettled(ready);
 
   const latencies: number[] = [];
-  for (const r of received) for (const [id, at] of r) if (ackAt.has(id)) latencies.push(Math.max(0, at - ackAt.get(id)!));
+  const byMessage: Array<[string, number]> = [];
+  for (const r of received) {
+    for (const [id, at] of r) {
+      if (!ackAt.has(id)) continue;
+      const ms = Math.max(0, at - ackAt.get(id)!);
+      latencies.push(ms);
+      byMessage.push([id, ms]);
+    }
+  }
   const undelivered = expected - latencies.length;
   const p99 = percentile(latencies, 99);
+  // Each message's p99 over the members, in sending order: whether the tail comes from every
+  // wave, from the first (cold caches after start) or from a stretch where the server fell behind.
+  const messageP99 = percentileByGroup([...ackAt.keys()], byMessage, 99);
   const rss = await ctx.target.rssBytes();
   return {
     parameters: { members, messages, rate },
@@ -155,6 +166,9 @@ export const fanout: Scenario = async (ctx) => {
       delivery_p99_ms: round(p99),
       // A loop, not Math.max(...latencies): 250,000 arguments overflow the stack.
       delivery_max_ms: round(latencies.length ? latencies.reduce((a, b) => (b > a ? b : a), 0) : Number.NaN),
+      first_message_p99_ms: round(messageP99[0] ?? Number.NaN),
+      message_p99_median_ms: round(median(messageP99)),
+      message_p99_worst_ms: round(messageP99.length ? Math.max(...messageP99) : Number.NaN),
       // Server CPU per delivered event over the window: what a wave costs, and so how long the
       // last member of a wave waits, with the figure's dependence on other load taken out.
       ...(cpuAtStart !== null && cpuAtEnd !== null && latencies.length > 0

@@ -405,16 +405,27 @@ for (const kind of DB_KINDS) {
       assert.equal(await e.eph.getPresence("@unknown:test"), undefined);
     });
 
-    test("an unchanged online presence is refreshed once last_active is a minute old", async (t) => {
+    test("an unchanged online presence gets a fresh last_active once a minute, silently", async (t) => {
       const e = use(t);
       if (!e) return;
       const u = "@refresh:test";
       await e.eph.setPresence(u, "online");
       const p1 = await e.stream.current();
+      const before = await e.storage.db.selectFrom("presence").select("stream_pos").where("user_id", "=", u).executeTakeFirstOrThrow();
       await e.storage.db.updateTable("presence").set({ last_active_ts: Date.now() - 61_000 }).where("user_id", "=", u).execute();
-      assert.equal(await e.eph.setPresence(u, "online"), true);
-      assert.equal(await e.stream.current(), p1 + 1);
+      e.eph.forgetPresence(u);
+      // Brought up to date, but announced to nobody: no stream position, nothing in presenceSince.
+      assert.equal(await e.eph.setPresence(u, "online"), false);
       assert.ok(((await e.eph.getPresence(u))?.last_active_ago ?? Infinity) < 5000);
+      assert.equal(await e.stream.current(), p1);
+      const after = await e.storage.db.selectFrom("presence").select("stream_pos").where("user_id", "=", u).executeTakeFirstOrThrow();
+      assert.equal(after.stream_pos, before.stream_pos);
+      // So the idle sweep keeps them online.
+      assert.equal(await e.eph.expirePresence(Date.now(), 30_000), 0);
+      assert.equal((await e.eph.getPresence(u))?.presence, "online");
+      // A status message change is news again.
+      assert.equal(await e.eph.setPresence(u, "online", "im Einsatz"), true);
+      assert.equal(await e.stream.current(), p1 + 1);
 
       // Being away is not activity: an old last_active alone does not re-announce it.
       await e.eph.setPresence(u, "unavailable");
