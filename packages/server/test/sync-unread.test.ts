@@ -99,4 +99,22 @@ describeEachDatabase("/sync unread counts carried forward", ({ server }) => {
     assert.ok(c, "carl is back in the room");
     await checkAll();
   });
+
+  test("members with rules of their own get their own outcome among the shared ones", async () => {
+    // Carl highlights a keyword; bert mutes the room (an override rule without actions).
+    const rule = (who: Login, path: string, body: unknown) => call("PUT", `/_matrix/client/v3/pushrules/global/${path}`, who.access_token, body);
+    assert.equal((await rule(carl, "content/einsatzwort", { pattern: "Einsatz", actions: ["notify", { set_tweak: "highlight" }] })).status, 200);
+    assert.equal((await rule(bert, `override/${enc(roomId)}`, { conditions: [{ kind: "event_match", key: "room_id", pattern: roomId }], actions: [] })).status, 200);
+    await checkAll();
+    const counted = async (who: Login) => {
+      const c = await server().services.push.unreadCounts(who.user_id, roomId);
+      return { notify: c.notify, highlight: c.highlight };
+    };
+    const before = { bert: await counted(bert), carl: await counted(carl) };
+    await say(anna, "Einsatz läuft");
+    assert.deepEqual(await check(carl), { notify: before.carl.notify + 1, highlight: before.carl.highlight + 1 });
+    // Bert's room has news (the message), so it is in his answer, with nothing added.
+    assert.deepEqual(await check(bert), before.bert, "a muted room adds nothing");
+    assert.deepEqual(await check(bert2), before.bert);
+  });
 });

@@ -10,6 +10,7 @@ import { evaluateForRecipients, type PushRecipient } from "./evaluate-many.js";
 import type { Ruleset } from "./default-rules.js";
 import { prepared } from "../storage/prepared.js";
 import { mainTimelineReads } from "../rooms/ephemeral.js";
+import { chunks } from "../lib/chunks.js";
 
 /**
  * Told, inside the event's transaction, which members an event notifies (as recorded). Must not
@@ -108,9 +109,29 @@ export class PushService {
 
   /** The built ruleset, the localpart it matches, and whether the user changed nothing about the defaults. */
   private async entry(userId: string, db: Db | Tx): Promise<RulesetEntry> {
-    const cached = this.cache.get(userId);
-    if (cached) return cached;
-    const stored = await this.stored(userId, db);
+    return this.cache.get(userId) ?? this.remember(userId, await this.stored(userId, db));
+  }
+
+  /**
+   * entry() for many users, reading the rules of those not cached in statements of 500 users: the
+   * first message into a room of thousands after a start would otherwise read them one by one
+   * inside its write transaction.
+   */
+  private async entries(userIds: readonly string[], db: Db | Tx): Promise<RulesetEntry[]> {
+    // Taken from the cache once, up front: remembering the missing ones may clear it.
+    const known = new Map<string, RulesetEntry>();
+    for (const u of userIds) {
+      const hit = this.cache.get(u);
+      if (hit) known.set(u, hit);
+    }
+    const found = new Map<string, UserPushRules>();
+    for (const batch of chunks(userIds.filter((u) => !known.has(u)))) {
+      for (const r of await db.selectFrom("push_rules").select(["user_id", "json"]).where("user_id", "in", batch).execute()) found.set(r.user_id, parseStoredPushRules(JSON.parse(r.json)));
+    }
+    return userIds.map((u) => known.get(u) ?? this.remember(u, found.get(u) ?? emptyPushRules()));
+  }
+
+  private remember(userId: string, stored: UserPushRules): RulesetEntry {
     const localpart = localpartOf(userId);
     const built = { ruleset: buildRuleset(userId, localpart, stored), localpart, defaultsOnly: isUntouched(stored) };
     if (this.cache.size >= PushService.CACHE_LIMIT) this.cache.clear();
@@ -168,11 +189,14 @@ export class PushService {
     const clientEvent = toClientEvent({ event_id: event.eventId, json: JSON.stringify(pdu), stream_ordering: event.streamOrdering, redacted_by: null, sender: pdu.sender, txn_device: null, txn_id: null });
     const rel = pdu.content["m.relates_to"] as { rel_type?: string; event_id?: string } | undefined;
     const threadId = rel?.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : "main";
-    const withRules: PushRecipient[] = [];
-    for (const m of recipients) {
-      const { ruleset, localpart, defaultsOnly } = await this.entry(m.user_id, tx);
-      withRules.push({ userId: m.user_id, localpart, ...(m.displayname ? { displayName: m.displayname } : {}), ruleset, defaultsOnly });
-    }
+    const entries = await this.entries(
+      recipients.map((m) => m.user_id),
+      tx,
+    );
+    const withRules: PushRecipient[] = recipients.map((m, i) => {
+      const { ruleset, localpart, defaultsOnly } = entries[i]!;
+      return { userId: m.user_id, localpart, ...(m.displayname ? { displayName: m.displayname } : {}), ruleset, defaultsOnly };
+    });
     const matches = evaluateForRecipients(withRules, { ...clientEvent }, { roomMemberCount: joinedCount, senderPowerLevel: senderLevel, notificationPowerLevels: notificationLevels });
     const rows = [];
     for (let i = 0; i < withRules.length; i++) {
