@@ -7,7 +7,7 @@ import type { PushService } from "../push/push-service.js";
 import type { Ephemeral } from "../rooms/ephemeral.js";
 import type { CancelSignal, Notifier } from "./notifier.js";
 import type { Devices } from "../users/devices.js";
-import { toClientEvent, type ClientEvent, type Viewer } from "../rooms/client-event.js";
+import { toClientEvent, type ClientEvent, type EventRow, type Viewer } from "../rooms/client-event.js";
 import { DEFAULT_TIMELINE_LIMIT, matchesEventFilter, roomAllowed, typeMatches, type EventFilter, type Filter } from "./filter.js";
 import { SharedSyncCache } from "./shared-cache.js";
 import { prepared } from "../storage/prepared.js";
@@ -41,8 +41,12 @@ const SHARED_WINDOW = 5000;
  * it busy; more only interleave and hold more in memory.
  */
 const BUILDS_AT_ONCE = 16;
-/** Timeline pages are shared for windows this short: what long-polls ask for, and small. */
-const SHARED_TIMELINE_WINDOW = 100;
+/**
+ * Timeline pages are shared for windows this short: what long-polls ask for. A page covers the
+ * narrow window when it suffices (a few rows), the wide one for tokens further back (a wave after
+ * members were last answered at scattered positions, such as the first after they connected).
+ */
+const SHARED_TIMELINE_WINDOWS = [100, SHARED_WINDOW] as const;
 
 // Every /sync starts here: compiled once (see prepared.ts).
 const selectMemberships = prepared((db, userId: string, upto: number) =>
@@ -359,20 +363,30 @@ export class SyncService {
     const pageSize = Math.max(limit * 2, 20);
     while (!limited && cursor > after) {
       // The newest page is what every member of a room asks for after a new message: shared
-      // (rows only; each viewer formats its own copy, with its own transaction ids and ages).
-      const from = cursor;
-      const rows =
-        from === end && end - after <= SHARED_TIMELINE_WINDOW
-          ? await this.shared.get(
-              `timeline:${roomId}:${after}:${end}:${pageSize}`,
-              roomId,
-              () => this.d.rooms.eventsBetween(roomId, { after, upto: from, dir: "b", limit: pageSize }),
-              (page) => page.reduce((n, r) => n + r.json.length + 200, 0),
-            )
-          : await this.d.rooms.eventsBetween(roomId, { after, upto: cursor, dir: "b", limit: pageSize });
+      // (rows only; each viewer formats its own copy, with its own transaction ids and ages). It
+      // is filed by room, upper position and window alone (see SHARED_TIMELINE_WINDOWS), so
+      // members whose tokens differ (each was last answered at a position of its own: other
+      // rooms, presence) still share it, and each keeps the part after its own `since`.
+      let rows: Array<EventRow & { type: string }>;
+      let lastPage: boolean;
+      const window = SHARED_TIMELINE_WINDOWS.find((w) => end - after <= w);
+      if (cursor === end && window !== undefined) {
+        const sharedAfter = Math.max(0, end - window);
+        const page = await this.shared.get(
+          `timeline:${roomId}:${end}:${window}:${pageSize}`,
+          roomId,
+          () => this.d.rooms.eventsBetween(roomId, { after: sharedAfter, upto: end, dir: "b", limit: pageSize }),
+          (page) => page.reduce((n, r) => n + r.json.length + 200, 0),
+        );
+        rows = page.filter((r) => r.stream_ordering > after);
+        // The page reached back past `since`, or holds every event of its window: nothing older to ask for.
+        lastPage = rows.length < page.length || page.length < pageSize;
+      } else {
+        rows = await this.d.rooms.eventsBetween(roomId, { after, upto: cursor, dir: "b", limit: pageSize });
+        // A short page is the start of the window: no need to ask again for nothing.
+        lastPage = rows.length < pageSize;
+      }
       if (rows.length === 0) break;
-      // A short page is the start of the window: no need to ask again for nothing.
-      const lastPage = rows.length < pageSize;
       for (const row of rows) {
         const ev = toClientEvent(row, { now, viewer, withRoomId: false });
         if (!matchesEventFilter(tf, ev)) {

@@ -83,14 +83,19 @@ export class UnreadTracker {
     return this.entries.size;
   }
 
-  /** Positions of the room's events in (since, upto]: asked once per room and window. */
-  private positions(roomId: string, since: number, upto: number): Promise<number[]> {
-    return this.shared.get(
-      `positions:${roomId}:${since}:${upto}`,
+  /**
+   * Positions of the room's events in (since, upto]. Asked once per room and upper position for
+   * the last MAX_STEP positions, which cover every window carried forward: members whose last
+   * answers were at different positions still share it.
+   */
+  private async positions(roomId: string, since: number, upto: number): Promise<number[]> {
+    const recent = await this.shared.get(
+      `positions:${roomId}:${upto}`,
       roomId,
-      async () => (await selectRoomPositions(this.db, roomId, since, upto)).map((r) => Number(r.stream_ordering)),
+      async () => (await selectRoomPositions(this.db, roomId, Math.max(0, upto - MAX_STEP), upto)).map((r) => Number(r.stream_ordering)),
       (p) => 64 + p.length * 16,
     );
+    return recent.filter((p) => p > since);
   }
 
   /**

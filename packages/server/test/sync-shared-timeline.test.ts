@@ -1,0 +1,92 @@
+import { before, test } from "node:test";
+import assert from "node:assert/strict";
+import { describeEachDatabase } from "./support/suite.js";
+import { api, enc } from "./support/http.js";
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Login = { user_id: string; access_token: string; device_id: string };
+
+/**
+ * The newest timeline page of a room is read once per room and upper position and shared by
+ * every member's /sync, whatever their `since` (sync.ts, roomTimelineAndState). Members asking
+ * with different tokens at the same position must each get exactly the events after their own
+ * token, with `limited` set where more happened than their filter's limit.
+ */
+describeEachDatabase("/sync shared timeline page", ({ server }) => {
+  let anna: Login;
+  let bert: Login;
+  let carl: Login;
+  let roomId: string;
+  let sent = 0;
+
+  const call = (method: string, path: string, token: string, body?: unknown) => api<Json>(server().url, method, path, { token, ...(body !== undefined ? { body } : {}) });
+  const say = async (body: string) => {
+    const res = await call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/st${++sent}`, anna.access_token, { msgtype: "m.text", body });
+    assert.equal(res.status, 200);
+  };
+  const sync = async (who: Login, since?: string, limit?: number) => {
+    const q = new URLSearchParams({ timeout: "0", ...(since ? { since } : {}), ...(limit ? { filter: JSON.stringify({ room: { timeline: { limit } } }) } : {}) });
+    const res = await call("GET", `/_matrix/client/v3/sync?${q}`, who.access_token);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body;
+  };
+  const bodies = (body: Json) => (body.rooms.join[roomId]?.timeline.events ?? []).filter((e: Json) => e.type === "m.room.message").map((e: Json) => e.content.body);
+
+  before(async () => {
+    for (const name of ["st_anna", "st_bert", "st_carl"]) await server().createUser(name);
+    anna = await server().login("st_anna");
+    bert = await server().login("st_bert");
+    carl = await server().login("st_carl");
+    roomId = (await call("POST", "/_matrix/client/v3/createRoom", anna.access_token, { preset: "public_chat" })).body.room_id;
+    for (const who of [bert, carl]) assert.equal((await call("POST", `/_matrix/client/v3/join/${enc(roomId)}`, who.access_token, {})).status, 200);
+  });
+
+  test("members with different tokens at the same position each get what is new to them", async () => {
+    const bertSince = (await sync(bert)).next_batch;
+    for (const b of ["eins", "zwei", "drei"]) await say(b);
+    const carlSince = (await sync(carl)).next_batch;
+    await say("vier");
+    // Carl first, with the shortest window: the page he causes to be read must serve Bert too.
+    const carlView = await sync(carl, carlSince);
+    const bertView = await sync(bert, bertSince);
+    assert.equal(carlView.next_batch, bertView.next_batch, "both answered at the same position");
+    assert.deepEqual(bodies(carlView), ["vier"]);
+    assert.equal(carlView.rooms.join[roomId].timeline.limited, false);
+    assert.deepEqual(bodies(bertView), ["eins", "zwei", "drei", "vier"]);
+    assert.equal(bertView.rooms.join[roomId].timeline.limited, false);
+    // A small limit: the newest events and a gap to fill.
+    const short = await sync(bert, bertSince, 2);
+    assert.deepEqual(bodies(short), ["drei", "vier"]);
+    assert.equal(short.rooms.join[roomId].timeline.limited, true);
+  });
+
+  test("a full shared page with nothing the filter wants reads on for the member", async () => {
+    const since = (await sync(bert)).next_batch;
+    for (const topic of ["Lage", "Einsatz", "Abschluss"]) {
+      assert.equal((await call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.topic/`, anna.access_token, { topic })).status, 200);
+    }
+    // More messages than the page of a limit-3 filter (20 rows) holds, all after the topics.
+    for (let i = 0; i < 25; i++) await say(`n${i}`);
+    const q = new URLSearchParams({ timeout: "0", since, filter: JSON.stringify({ room: { timeline: { limit: 3, types: ["m.room.topic"] } } }) });
+    const res = await call("GET", `/_matrix/client/v3/sync?${q}`, bert.access_token);
+    assert.equal(res.status, 200);
+    const timeline = res.body.rooms.join[roomId].timeline;
+    assert.deepEqual(
+      timeline.events.map((e: Json) => e.content.topic),
+      ["Lage", "Einsatz", "Abschluss"],
+    );
+    assert.equal(timeline.limited, false);
+  });
+
+  test("a window past the narrow shared page is served from the wide one, complete, with the right gap", async () => {
+    const since = (await sync(bert)).next_batch;
+    const carlSince = (await sync(carl)).next_batch;
+    for (let i = 0; i < 120; i++) await say(`m${i}`);
+    const carlView = await sync(carl, carlSince, 150);
+    assert.equal(bodies(carlView).length, 120);
+    assert.equal(carlView.rooms.join[roomId].timeline.limited, false);
+    const bertView = await sync(bert, since, 5);
+    assert.deepEqual(bodies(bertView), ["m115", "m116", "m117", "m118", "m119"]);
+    assert.equal(bertView.rooms.join[roomId].timeline.limited, true);
+  });
+});
