@@ -42,11 +42,11 @@ const SHARED_WINDOW = 5000;
  */
 const BUILDS_AT_ONCE = 16;
 /**
- * Timeline pages are shared for windows this short: what long-polls ask for. A page covers the
- * narrow window when it suffices (a few rows), the wide one for tokens further back (a wave after
- * members were last answered at scattered positions, such as the first after they connected).
+ * Timeline pages are shared for windows this short: what long-polls ask for, and small. (A
+ * second, 5,000-position page for tokens further back was tried: it made the `sync` bench's
+ * incremental p99 three times worse, and helped the first fanout wave little.)
  */
-const SHARED_TIMELINE_WINDOWS = [100, SHARED_WINDOW] as const;
+const SHARED_TIMELINE_WINDOW = 100;
 
 // Every /sync starts here: compiled once (see prepared.ts).
 const selectMemberships = prepared((db, userId: string, upto: number) =>
@@ -364,16 +364,15 @@ export class SyncService {
     while (!limited && cursor > after) {
       // The newest page is what every member of a room asks for after a new message: shared
       // (rows only; each viewer formats its own copy, with its own transaction ids and ages). It
-      // is filed by room, upper position and window alone (see SHARED_TIMELINE_WINDOWS), so
-      // members whose tokens differ (each was last answered at a position of its own: other
-      // rooms, presence) still share it, and each keeps the part after its own `since`.
+      // is filed by room and upper position alone and covers the last SHARED_TIMELINE_WINDOW
+      // positions, so members whose tokens differ (each was last answered at a position of its
+      // own: other rooms, presence) still share it, and each keeps the part after its own `since`.
       let rows: Array<EventRow & { type: string }>;
       let lastPage: boolean;
-      const window = SHARED_TIMELINE_WINDOWS.find((w) => end - after <= w);
-      if (cursor === end && window !== undefined) {
-        const sharedAfter = Math.max(0, end - window);
+      if (cursor === end && end - after <= SHARED_TIMELINE_WINDOW) {
+        const sharedAfter = Math.max(0, end - SHARED_TIMELINE_WINDOW);
         const page = await this.shared.get(
-          `timeline:${roomId}:${end}:${window}:${pageSize}`,
+          `timeline:${roomId}:${end}:${pageSize}`,
           roomId,
           () => this.d.rooms.eventsBetween(roomId, { after: sharedAfter, upto: end, dir: "b", limit: pageSize }),
           (page) => page.reduce((n, r) => n + r.json.length + 200, 0),
