@@ -38,8 +38,9 @@ interface Entry {
  *
  * A device's next request names the position of its last answer (`since`). If nothing that
  * lowers the count happened since — no read receipt of the user in the room — the count at
- * `upto` is the old one plus what the room's events in (since, upto] added for the user. Those events and whom each notifies are read once for everybody (the
- * shared cache), so a member's count becomes a few map lookups. Anything else counts afresh.
+ * `upto` is the old one plus what the room's events in (since, upto] added for the user. Those
+ * events and whom each notifies are read once for everybody (the shared cache), so a member's
+ * count becomes a few map lookups. Anything else counts afresh.
  */
 export class UnreadTracker {
   private readonly entries = new Map<string, Entry>();
@@ -77,10 +78,6 @@ export class UnreadTracker {
     this.entries.set(key, next);
     if (this.entries.size > LIMIT) this.entries.delete(this.entries.keys().next().value!);
     return { notify: next.notify, highlight: next.highlight };
-  }
-
-  get size(): number {
-    return this.entries.size;
   }
 
   /**
