@@ -82,7 +82,7 @@ describeEachDatabase("/sync unread counts carried forward", ({ server }) => {
     assert.deepEqual(await check(carl), { notify: 2, highlight: 0 });
   });
 
-  test("an older token and a leave and rejoin are counted afresh", async () => {
+  test("an older token and a leave and rejoin give the counts a fresh count gives", async () => {
     const old = tokens.get(carl.access_token)!;
     await say(anna, "Lage 6");
     await checkAll();

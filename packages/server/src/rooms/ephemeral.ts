@@ -332,15 +332,19 @@ export class Ephemeral {
     }
     const now = Date.now();
     const active = state === "online";
-    const unchanged = (row: { state: string; status_msg: string | null; currently_active: number; last_active_ts: number } | undefined): boolean => {
+    // What others were told is still so (state, status message, activity)...
+    const announced = (row: { state: string; status_msg: string | null; currently_active: number } | undefined): row is NonNullable<typeof row> => {
       const msg = statusMsg === undefined ? (row?.status_msg ?? null) : statusMsg;
-      return !!row && row.state === state && row.status_msg === msg && row.currently_active === (active ? 1 : 0) && !(active && now - row.last_active_ts >= PRESENCE_REFRESH_MS);
+      return !!row && row.state === state && row.status_msg === msg && row.currently_active === (active ? 1 : 0);
     };
+    // ...and last_active_ts is recent enough not to need a refresh.
+    const unchanged = (row: { state: string; status_msg: string | null; currently_active: number; last_active_ts: number } | undefined): boolean =>
+      announced(row) && !(active && now - row.last_active_ts >= PRESENCE_REFRESH_MS);
     // Every /sync lands here and almost never changes anything: look without the stream lock
     // first (a write would queue behind the group commit in progress), then again under it.
     const seen = await this.presenceRow(userId);
     if (unchanged(seen)) return false;
-    if (seen && active && seen.state === state && seen.currently_active === 1 && (statusMsg === undefined || seen.status_msg === statusMsg)) {
+    if (active && announced(seen)) {
       // Still online and active, only last_active_ts is old: that is news to nobody (clients
       // keep showing an active user as online; Synapse does not notify such bumps either). A
       // stream position per active user per minute — with 20,000 officers on shift, hundreds of

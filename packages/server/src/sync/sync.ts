@@ -12,7 +12,7 @@ import { DEFAULT_TIMELINE_LIMIT, matchesEventFilter, roomAllowed, typeMatches, t
 import { SharedSyncCache } from "./shared-cache.js";
 import { prepared } from "../storage/prepared.js";
 import { isPresenceOnly } from "../storage/stream.js";
-import { loadWindowNews, receiptKey, toDeviceKey, weighWindowNews, type WindowNews } from "./window-news.js";
+import { loadWindowNews, toDeviceKey, weighWindowNews, type WindowNews } from "./window-news.js";
 import { UnreadTracker } from "./unread-tracker.js";
 import { MembershipCache, type MemberRow } from "./membership-cache.js";
 import { Limiter } from "../lib/limiter.js";
@@ -201,7 +201,7 @@ export class SyncService {
     // to this user's rooms; only those rooms are looked at further.
     const shortWindow = since !== null && upto - since <= SHARED_WINDOW;
     const news = shortWindow && since !== null ? await this.windowNews(since, upto) : null;
-    const inWindow = (kind: "events" | "receipts" | "typing", rooms: string[]): Promise<string[]> =>
+    const inWindow = (kind: "events" | "typing", rooms: string[]): Promise<string[]> =>
       shortWindow && since !== null ? this.roomsChangedIn(kind, since, upto).then((changed) => rooms.filter((r) => changed.has(r))) : Promise.resolve(rooms);
 
     let changedRooms: Set<string> | null = null;
@@ -222,7 +222,8 @@ export class SyncService {
             ).map((r) => r.room_id),
           );
     }
-    const receiptRooms = since === null ? joinedIds : await inWindow("receipts", joinedIds);
+    // The window's answer already lists the rooms with receipts (see WindowNews).
+    const receiptRooms = news !== null ? joinedIds.filter((r) => news.receipts.has(r)) : joinedIds;
     const typingRooms = since === null ? joinedIds : await inWindow("typing", joinedIds);
     const [receipts, typing, roomAccountData] = await Promise.all([
       filterEphemeral(roomFilter) && receiptRooms.length > 0
@@ -274,7 +275,7 @@ export class SyncService {
       // Carried forward only where the window is known to hold no read receipt of the user in the
       // room: receipts are what lower a count (membership changes do not: whoever was not joined
       // got no push actions meanwhile).
-      const carry = news !== null && !news.receipts.has(receiptKey(viewer.userId, m.room_id));
+      const carry = news !== null && news.receipts.get(m.room_id)?.has(viewer.userId) !== true;
       const counts = initial ? (initial.unread.get(m.room_id) ?? NO_UNREAD) : await this.unread.counts(viewer.userId, viewer.deviceId, m.room_id, since, upto, carry);
       roomData.unread_notifications = { notification_count: counts.notify, highlight_count: counts.highlight };
       join[m.room_id] = roomData;
@@ -329,15 +330,13 @@ export class SyncService {
   }
 
   /** Rooms with any item of `kind` in (since, upto]: one query per window, shared (see build). */
-  private roomsChangedIn(kind: "events" | "receipts" | "typing", since: number, upto: number): Promise<Set<string>> {
+  private roomsChangedIn(kind: "events" | "typing", since: number, upto: number): Promise<Set<string>> {
     return this.shared.get(`${kind}:${since}:${upto}`, undefined, async () => {
       const db = this.d.db;
       const rows =
         kind === "events"
           ? await db.selectFrom("events").select("room_id").distinct().where("stream_ordering", ">", since).where("stream_ordering", "<=", upto).execute()
-          : kind === "receipts"
-            ? await db.selectFrom("receipts").select("room_id").distinct().where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute()
-            : await db.selectFrom("typing").select("room_id").distinct().where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute();
+          : await db.selectFrom("typing").select("room_id").distinct().where("stream_pos", ">", since).where("stream_pos", "<=", upto).execute();
       return new Set(rows.map((r) => r.room_id));
     }, (rooms) => 64 + rooms.size * 64);
   }

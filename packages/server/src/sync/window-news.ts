@@ -29,8 +29,8 @@ export interface WindowNews {
   deviceLists: ReadonlySet<string>;
   /** Users told of a signature on someone's key in the window. */
   signatureNotices: ReadonlySet<string>;
-  /** `${user_id}\u0000${room_id}` of receipts set in the window (see receiptKey). */
-  receipts: ReadonlySet<string>;
+  /** Rooms with receipts set in the window, and by whom. */
+  receipts: ReadonlyMap<string, ReadonlySet<string>>;
   /** Member events in the window, oldest first; null when there were too many to share. */
   memberEvents: readonly WindowMemberEvent[] | null;
 }
@@ -40,10 +40,6 @@ const MAX_SHARED_MEMBER_EVENTS = 2000;
 
 export function toDeviceKey(userId: string, deviceId: string): string {
   return `${userId}\u0000${deviceId}`;
-}
-
-export function receiptKey(userId: string, roomId: string): string {
-  return `${userId}\u0000${roomId}`;
 }
 
 export async function loadWindowNews(db: Db, since: number, upto: number): Promise<WindowNews> {
@@ -68,14 +64,25 @@ export async function loadWindowNews(db: Db, since: number, upto: number): Promi
     toDevice: new Set(toDevice.map((r) => toDeviceKey(r.user_id, r.device_id))),
     deviceLists: new Set(deviceLists.map((r) => r.user_id)),
     signatureNotices: new Set(notices.map((r) => r.user_id)),
-    receipts: new Set(receipts.map((r) => receiptKey(r.user_id, r.room_id))),
+    receipts: groupUsersByRoom(receipts),
     memberEvents: members.length > MAX_SHARED_MEMBER_EVENTS ? null : (members as WindowMemberEvent[]),
   };
 }
 
+function groupUsersByRoom(rows: ReadonlyArray<{ user_id: string; room_id: string }>): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const r of rows) {
+    let users = out.get(r.room_id);
+    if (!users) out.set(r.room_id, (users = new Set()));
+    users.add(r.user_id);
+  }
+  return out;
+}
+
 /** Rough size of a WindowNews in memory, for the shared cache's bound. */
 export function weighWindowNews(n: WindowNews): number {
-  let bytes = 256 + (n.accountData.size + n.toDevice.size + n.deviceLists.size + n.signatureNotices.size + n.receipts.size) * 80;
+  let bytes = 256 + (n.accountData.size + n.toDevice.size + n.deviceLists.size + n.signatureNotices.size) * 80;
+  for (const users of n.receipts.values()) bytes += 80 + users.size * 80;
   for (const e of n.memberEvents ?? []) bytes += e.json.length + 200;
   return bytes;
 }
