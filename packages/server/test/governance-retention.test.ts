@@ -130,8 +130,11 @@ describeEachDatabase("governance: retention", ({ server }) => {
     assert.equal((await call("bert", "GET", `${V3}/rooms/${enc(roomId)}/event/${enc(alt1)}`)).status, 404);
     // Nor do the rows that name removed events: push actions and send-idempotency records.
     const db = server().services.storage.db;
-    assert.equal((await db.selectFrom("event_push_actions").select("event_id").where("event_id", "in", [alt1, alt2]).execute()).length, 0);
-    assert.equal((await db.selectFrom("event_push_actions").select("event_id").where("event_id", "=", neu1).execute()).length, 1, "bert's notification for the new message stays");
+    for (const table of ["event_push_actions", "event_push_shared"] as const) {
+      assert.equal((await db.selectFrom(table).select("event_id").where("event_id", "in", [alt1, alt2]).execute()).length, 0, table);
+    }
+    const neu1Pos = (await db.selectFrom("events").select("stream_ordering").where("event_id", "=", neu1).executeTakeFirstOrThrow()).stream_ordering;
+    assert.deepEqual(await server().services.push.notifiedAt(Number(neu1Pos)), [{ user_id: p.uid("bert"), highlight: 0 }], "bert's notification for the new message stays");
     const txns = (await db.selectFrom("event_txns").select("result").where("user_id", "=", p.uid("anna")).execute()).map((r) => r.result).join();
     assert.ok(!txns.includes(alt1) && txns.includes(neu1));
     // The read receipt still points at alt2: its row stays as a stub without content.

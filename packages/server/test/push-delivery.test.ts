@@ -171,7 +171,7 @@ describeEachDatabase("push delivery", ({ server, replace }) => {
     await client.setPusher({ kind: "http", app_id: "de.revier.web", pushkey: "anna-phone", app_display_name: "Revier", device_display_name: "Annas Diensthandy", lang: "de", data: { url: gw.notifyUrl } });
     const before = Date.now();
     const roomId = await roomWith(anna);
-    // The invitation notified her (default rule .m.rule.invite_for_me) and counts as unread.
+    // The invitation notified her (default rule .m.rule.invite_for_me); joining ends it as unread.
     const [invite] = await waitFor("the invitation's notification", () => gw.forPushkey("anna-phone").length === 1 && gw.forPushkey("anna-phone"));
     assert.equal(invite!.body!.notification.room_id, roomId);
     const first = await send(roomId, "Lagebesprechung um 14 Uhr im Raum 2.17");
@@ -182,7 +182,7 @@ describeEachDatabase("push delivery", ({ server, replace }) => {
       notification: {
         event_id: first,
         room_id: roomId,
-        counts: { unread: 2 },
+        counts: { unread: 1 },
         prio: "high",
         devices: [{ app_id: "de.revier.web", pushkey: "anna-phone", pushkey_ts: device.pushkey_ts, data: {} }],
       },
@@ -194,7 +194,7 @@ describeEachDatabase("push delivery", ({ server, replace }) => {
     // The unread count grows until Anna reads; after her receipt it starts again from one.
     const second = await send(roomId, "zweite Nachricht");
     const [next] = await waitFor("the second notification", () => gw.forEvent(second).length === 1 && gw.forEvent(second));
-    assert.deepEqual(next!.body!.notification.counts, { unread: 3 });
+    assert.deepEqual(next!.body!.notification.counts, { unread: 2 });
     const receipt = await api(server().url, "POST", `/_matrix/client/v3/rooms/${enc(roomId)}/receipt/m.read/${enc(second)}`, { token: (await server().login("anna")).access_token, body: {} });
     assert.equal(receipt.status, 200);
     const third = await send(roomId, "dritte Nachricht");
@@ -339,8 +339,8 @@ describeEachDatabase("push delivery", ({ server, replace }) => {
     verifyVapid(String(msg!.headers.authorization), vapid.body.public_key, gw.base);
     assert.ok(!msg!.raw.includes(Buffer.from(eventId)), "the event id is not readable on the way");
     const payload = JSON.parse(decryptWebPush(msg!.raw, ua, auth)) as Json;
-    // Unread: the invitation and this message.
-    assert.deepEqual(payload, { notification: { event_id: eventId, room_id: roomId, counts: { unread: 2 }, prio: "high" } });
+    // Unread: this message (the invitation's notification ended with the join).
+    assert.deepEqual(payload, { notification: { event_id: eventId, room_id: roomId, counts: { unread: 1 }, prio: "high" } });
 
     gw.respond = (r) => (r.path.startsWith("/wpush/") ? { status: 410 } : { status: 200, json: { rejected: [] } });
     await send(roomId, "noch eine");

@@ -117,4 +117,73 @@ describeEachDatabase("/sync unread counts carried forward", ({ server }) => {
     assert.deepEqual(await check(bert), before.bert, "a muted room adds nothing");
     assert.deepEqual(await check(bert2), before.bert);
   });
+
+  test("a message stores one shared outcome and rows only where a member's differs; counts follow the join, not profile changes", async () => {
+    const s = server().services;
+    await server().createUser("un_dora");
+    await server().createUser("un_emil");
+    const dora = await server().login("un_dora");
+    const emil = await server().login("un_emil");
+    const room = (await call("POST", "/_matrix/client/v3/createRoom", anna.access_token, { preset: "public_chat" })).body.room_id as string;
+    for (const who of [bert, carl, dora]) assert.equal((await call("POST", `/_matrix/client/v3/join/${enc(room)}`, who.access_token, {})).status, 200);
+    // Carl mutes this room. Bert has rules of his own (his mute of the other room), so his outcome
+    // is evaluated alone, but it is the common one and needs no row.
+    assert.equal((await call("PUT", `/_matrix/client/v3/pushrules/global/override/${enc(room)}`, carl.access_token, { conditions: [{ kind: "event_match", key: "room_id", pattern: room }], actions: [] })).status, 200);
+
+    const post = async (body: string, mentions: string[] = []) => {
+      const res = await call("PUT", `/_matrix/client/v3/rooms/${enc(room)}/send/m.room.message/s${++sent}`, anna.access_token, { msgtype: "m.text", body, "m.mentions": { user_ids: mentions } });
+      assert.equal(res.status, 200);
+      return Number((await s.storage.db.selectFrom("events").select("stream_ordering").where("event_id", "=", res.body.event_id).executeTakeFirstOrThrow()).stream_ordering);
+    };
+    const stored = async (pos: number) => ({
+      shared: (await s.storage.db.selectFrom("event_push_shared").select(["sender", "highlight"]).where("stream_ordering", "=", pos).execute()).map((r) => ({ ...r, highlight: Number(r.highlight) })),
+      own: (await s.storage.db.selectFrom("event_push_actions").select(["user_id", "notify", "highlight"]).where("stream_ordering", "=", pos).orderBy("user_id").execute()).map((r) => ({ user_id: r.user_id, notify: Number(r.notify), highlight: Number(r.highlight) })),
+    });
+    const notified = async (pos: number) => (await s.push.notifiedAt(pos)).map((n) => `${n.user_id}:${n.highlight}`).sort();
+    /** The count a fresh /sync shows, which must equal the direct count. */
+    const shown = async (who: Login) => {
+      const res = await call("GET", "/_matrix/client/v3/sync?timeout=0", who.access_token);
+      const c = res.body.rooms.join[room]?.unread_notifications;
+      const direct = await s.push.unreadCounts(who.user_id, room);
+      assert.deepEqual({ notify: c?.notification_count ?? 0, highlight: c?.highlight_count ?? 0 }, { notify: direct.notify, highlight: direct.highlight }, who.user_id);
+      return `${direct.notify}/${direct.highlight}`;
+    };
+
+    const first = await post("Lage");
+    assert.deepEqual(await stored(first), { shared: [{ sender: anna.user_id, highlight: 0 }], own: [{ user_id: carl.user_id, notify: 0, highlight: 0 }] });
+    assert.deepEqual(await notified(first), [`${bert.user_id}:0`, `${dora.user_id}:0`]);
+
+    const second = await post("Dora bitte melden", [dora.user_id]);
+    // Three recipients, three outcomes, none more common than silence: rows of their own only.
+    assert.deepEqual(await stored(second), {
+      shared: [],
+      own: [
+        { user_id: bert.user_id, notify: 1, highlight: 0 },
+        { user_id: dora.user_id, notify: 1, highlight: 1 },
+      ],
+    });
+    assert.deepEqual(await notified(second), [`${bert.user_id}:0`, `${dora.user_id}:1`]);
+
+    // Emil joins after the first two: they are not his.
+    assert.equal((await call("POST", `/_matrix/client/v3/join/${enc(room)}`, emil.access_token, {})).status, 200);
+    const third = await post("Lage 3");
+    assert.deepEqual(await notified(third), [`${bert.user_id}:0`, `${dora.user_id}:0`, `${emil.user_id}:0`]);
+    assert.deepEqual([await shown(bert), await shown(carl), await shown(dora), await shown(emil)], ["3/0", "0/0", "3/1", "1/0"]);
+
+    // A profile change is a member event but no new join: Dora's count goes on.
+    assert.equal((await call("PUT", `/_matrix/client/v3/profile/${enc(dora.user_id)}/displayname`, dora.access_token, { displayname: "Dora D." })).status, 200);
+    assert.equal(await shown(dora), "3/1");
+    await post("Lage 4");
+    assert.equal(await shown(dora), "4/1");
+    // Leaving and joining again starts afresh.
+    assert.equal((await call("POST", `/_matrix/client/v3/rooms/${enc(room)}/leave`, dora.access_token, {})).status, 200);
+    await post("Lage 5, ohne Dora");
+    assert.equal((await call("POST", `/_matrix/client/v3/join/${enc(room)}`, dora.access_token, {})).status, 200);
+    assert.equal(await shown(dora), "0/0");
+    await post("Lage 6");
+    assert.equal(await shown(dora), "1/0");
+    assert.deepEqual([await shown(bert), await shown(emil)], ["6/0", "4/0"]);
+    // The push badge counts the same across rooms.
+    assert.equal(await s.pushDelivery.unreadCount(emil.user_id), 4);
+  });
 });

@@ -226,8 +226,9 @@ export class Retention {
   }
 
   /**
-   * Push actions of the expired part of a batch: per room, the batch's contiguous position range,
-   * through the (user_id, room_id, stream_ordering) index for everyone who was ever in the room.
+   * Notifications of the expired part of a batch: per room, the batch's contiguous position range,
+   * the shared rows by room and the members' own through the (user_id, room_id, stream_ordering)
+   * key for everyone who was ever in the room.
    */
   private async dropPushActions(expired: Array<{ room_id: string; stream_ordering: number }>): Promise<void> {
     const ranges = new Map<string, { lo: number; hi: number }>();
@@ -237,6 +238,7 @@ export class Retention {
       else r.hi = e.stream_ordering;
     }
     for (const [roomId, { lo, hi }] of ranges) {
+      await this.db.deleteFrom("event_push_shared").where("room_id", "=", roomId).where("stream_ordering", ">=", lo).where("stream_ordering", "<=", hi).execute();
       const users = (await this.db.selectFrom("room_members").select("user_id").where("room_id", "=", roomId).execute()).map((r) => r.user_id);
       for (let i = 0; i < users.length; i += USERS_PER_DELETE) {
         await this.db

@@ -72,7 +72,7 @@ for (const kind of DB_KINDS) {
       return d;
     }
 
-    test("two workers on one database send every notification exactly once, whole events per batch", async () => {
+    test("two workers on one database send every notification exactly once, whole events per batch, shared ones to the members they concern", async () => {
       const users = Array.from({ length: 12 }, (_, i) => `@u${i}:test`);
       for (const u of users) {
         await a.db
@@ -80,18 +80,34 @@ for (const kind of DB_KINDS) {
           .values({ user_id: u, app_id: "app", pushkey: `pk-${u}`, kind: "http", json: JSON.stringify({ app_id: "app", pushkey: `pk-${u}`, kind: "http", data: { url, format: "event_id_only" } }), created_ts: 1000 })
           .execute();
       }
-      // Twenty events, each notifying all twelve users: more recipients than one batch holds.
+      // The twelve are joined; a thirteenth with a pusher joins after the events.
+      const member = (user_id: string, joined_at: number) => ({ room_id: "!r:test", user_id, membership: "join", event_id: `$join-${user_id}`, stream_ordering: joined_at, sender: user_id, displayname: null, avatar_url: null, forgotten: 0, joined_at });
+      await a.db.insertInto("room_members").values(users.map((u) => member(u, 0))).execute();
+      await a.db
+        .insertInto("pushers")
+        .values({ user_id: "@late:test", app_id: "app", pushkey: "pk-late", kind: "http", json: JSON.stringify({ app_id: "app", pushkey: "pk-late", kind: "http", data: { url, format: "event_id_only" } }), created_ts: 1000 })
+        .execute();
+      await a.db.insertInto("room_members").values(member("@late:test", 1_000_000)).execute();
+      // Twenty events, each notifying the twelve users: more recipients than one batch holds. Even
+      // ones as rows of their own per user; odd ones as the shared outcome, sent by u5 (who is not
+      // notified of their own message) with u3 the exception who is not notified.
       const stream = new StreamWriter(a, new LocalBus());
-      const events: string[] = [];
+      const expected: string[] = [];
       for (let i = 0; i < 20; i++) {
         await stream.write(async (w) => {
           const pos = w.next();
           const eventId = `$e${i}`;
-          events.push(eventId);
-          await w.tx
-            .insertInto("event_push_actions")
-            .values(users.map((u) => ({ room_id: "!r:test", user_id: u, event_id: eventId, stream_ordering: pos, thread_id: "main", notify: 1, highlight: 0 })))
-            .execute();
+          if (i % 2 === 0) {
+            await w.tx
+              .insertInto("event_push_actions")
+              .values(users.map((u) => ({ room_id: "!r:test", user_id: u, event_id: eventId, stream_ordering: pos, thread_id: "main", notify: 1, highlight: 0 })))
+              .execute();
+            expected.push(...users.filter((u) => u !== "@u11:test").map((u) => `pk-${u} ${eventId}`));
+          } else {
+            await w.tx.insertInto("event_push_shared").values({ stream_ordering: pos, room_id: "!r:test", event_id: eventId, sender: "@u5:test", thread_id: "main", highlight: 0 }).execute();
+            await w.tx.insertInto("event_push_actions").values({ room_id: "!r:test", user_id: "@u3:test", event_id: eventId, stream_ordering: pos, thread_id: "main", notify: 0, highlight: 0 }).execute();
+            expected.push(...users.filter((u) => !["@u11:test", "@u5:test", "@u3:test"].includes(u)).map((u) => `pk-${u} ${eventId}`));
+          }
         });
       }
       // A user without a pusher is never queued.
@@ -117,8 +133,8 @@ for (const kind of DB_KINDS) {
         await new Promise((r) => setTimeout(r, 25));
       }
       await Promise.all([one.stop(), two.stop()]);
-      const expected = events.flatMap((e) => users.filter((u) => u !== "@u11:test").map((u) => `pk-${u} ${e}`)).sort();
-      assert.deepEqual([...seen].sort(), expected);
+      assert.equal(new Set(expected).size, 10 * 11 + 10 * 9);
+      assert.deepEqual([...seen].sort(), expected.sort());
       assert.ok(await drained());
     });
   });

@@ -8,7 +8,7 @@ import { notificationFields, notifyBody, postToGateway, wantsFullFormat, type De
 import type { PushDestinations } from "./destinations.js";
 import { WEBPUSH_KIND, type WebPushSender } from "./web-push.js";
 import { chunks } from "../lib/chunks.js";
-import { mainTimelineReads } from "../rooms/ephemeral.js";
+import { unreadByRoom } from "./notifications.js";
 
 /**
  * Decides, for a batch of recipients, which notifications must not be pushed (true = drop).
@@ -71,7 +71,8 @@ interface QueuedRow {
  *    the worker runs — after commit and outside the stream write lock.
  * 2. Enqueue: notifications above the `push_delivery` cursor, for users with pushers, become rows
  *    of `push_queue` (minus those the filters drop, e.g. off duty), and the cursor moves, in one
- *    transaction. The cursor and the queue live in the database, so a restart loses nothing: the
+ *    transaction. A shared notification (notifications.ts) reaches the members joined when this
+ *    runs, moments after the commit: one who left in between is not pushed. The cursor and the queue live in the database, so a restart loses nothing: the
  *    next run picks up where the last one committed.
  * 3. Deliver: due rows are claimed with a token and a lease, sent per pusher in order, and deleted
  *    on success. Failures that may pass are retried with exponential back-off; a pushkey the
@@ -214,16 +215,32 @@ export class PushDelivery {
     }
     if (cursor >= upto) return false;
     const { batch } = this.tuning;
-    const select = () =>
-      this.db
+    // Notifications of users with pushers in the range: rows of their own, and the shared rows
+    // expanded to the members they concern (see notifications.ts), in one order.
+    const select = (from: number, to: number) => {
+      const own = this.db
         .selectFrom("event_push_actions as a")
         .innerJoin("pushers as p", "p.user_id", "a.user_id")
         .select(["a.user_id", "a.room_id", "a.event_id", "a.stream_ordering", "a.highlight", "p.app_id", "p.pushkey"])
-        .orderBy("a.stream_ordering")
-        .orderBy("a.user_id")
-        .orderBy("p.app_id")
-        .orderBy("p.pushkey");
-    let rows = await select().where("a.stream_ordering", ">", cursor).where("a.stream_ordering", "<=", upto).limit(batch).execute();
+        .where("a.notify", "=", 1)
+        .where("a.stream_ordering", ">", from)
+        .where("a.stream_ordering", "<=", to);
+      const shared = this.db
+        .selectFrom("event_push_shared as s")
+        .innerJoin("room_members as m", "m.room_id", "s.room_id")
+        .innerJoin("pushers as p", "p.user_id", "m.user_id")
+        .select(["m.user_id", "s.room_id", "s.event_id", "s.stream_ordering", "s.highlight", "p.app_id", "p.pushkey"])
+        .where("m.membership", "=", "join")
+        .whereRef("m.joined_at", "<", "s.stream_ordering")
+        .whereRef("m.user_id", "!=", "s.sender")
+        .where(({ not, exists, selectFrom }) =>
+          not(exists(selectFrom("event_push_actions as x").select("x.notify").whereRef("x.user_id", "=", "m.user_id").whereRef("x.room_id", "=", "s.room_id").whereRef("x.stream_ordering", "=", "s.stream_ordering"))),
+        )
+        .where("s.stream_ordering", ">", from)
+        .where("s.stream_ordering", "<=", to);
+      return this.db.selectFrom(own.unionAll(shared).as("n")).selectAll().orderBy("n.stream_ordering").orderBy("n.user_id").orderBy("n.app_id").orderBy("n.pushkey");
+    };
+    let rows = await select(cursor, upto).limit(batch).execute();
     let next = upto;
     if (rows.length === batch) {
       // Stop at a position boundary, so one event's notifications are never split between batches.
@@ -233,7 +250,7 @@ export class PushDelivery {
         rows = before;
         next = last - 1;
       } else {
-        rows = await select().where("a.stream_ordering", "=", last).execute();
+        rows = await select(last - 1, last).execute();
         next = last;
       }
     }
@@ -410,20 +427,9 @@ export class PushDelivery {
    * receipt in each room, counted the way /sync counts them.
    */
   async unreadCount(userId: string): Promise<number> {
-    const reads = mainTimelineReads(this.db, userId)
-      .select(["r.room_id", (eb) => eb.fn.max("e.stream_ordering").as("pos")])
-      .groupBy("r.room_id")
-      .as("rd");
-    const row = await this.db
-      .selectFrom("event_push_actions as a")
-      .innerJoin("room_members as m", (j) => j.onRef("m.room_id", "=", "a.room_id").onRef("m.user_id", "=", "a.user_id"))
-      .leftJoin(reads, "rd.room_id", "a.room_id")
-      .select((eb) => eb.fn.countAll<number>().as("n"))
-      .where("a.user_id", "=", userId)
-      .where("m.membership", "=", "join")
-      .where((eb) => eb("a.stream_ordering", ">", eb.fn.coalesce("rd.pos", sql<number>`0`)))
-      .executeTakeFirst();
-    return Number(row?.n ?? 0);
+    let n = 0;
+    for (const c of (await unreadByRoom(this.db, userId)).values()) n += c.notify;
+    return n;
   }
 
   /** Type, sender, names and content for the full format (only used when the organisation allows it). */

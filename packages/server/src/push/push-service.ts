@@ -5,39 +5,18 @@ import type { PersistContext } from "../rooms/room-events.js";
 import type { Bus } from "../bus/bus.js";
 import { toClientEvent } from "../rooms/client-event.js";
 import { buildRuleset, emptyPushRules, parseStoredPushRules, type UserPushRules } from "./ruleset.js";
-import { summariseActions } from "./evaluate.js";
+import { summariseActions, type PushMatch } from "./evaluate.js";
 import { evaluateForRecipients, type PushRecipient } from "./evaluate-many.js";
 import type { Ruleset } from "./default-rules.js";
 import { prepared } from "../storage/prepared.js";
-import { mainTimelineReads } from "../rooms/ephemeral.js";
+import { notifiedAt, unreadByRoom, unreadInRoom, type UnreadCounts } from "./notifications.js";
 import { chunks } from "../lib/chunks.js";
 
 /**
- * Told, inside the event's transaction, which members an event notifies (as recorded). Must not
- * block or touch the database: push delivery only notes the position here and works after commit.
+ * Told, inside the event's transaction, that an event notifies someone. Must not block or touch the
+ * database: push delivery only notes the position here and works after commit.
  */
-export type NotificationListener = (ctx: PersistContext, notified: ReadonlyArray<{ user_id: string; highlight: number }>) => void;
-
-// Notifications after the user's read receipt (see mainTimelineReads), the read position as a
-// subquery: every /sync asks it for each room with news, a wave of woken long-polls thousands of
-// times. Compiled once (see prepared.ts).
-const selectUnreadSinceRead = prepared((db, userId: string, roomId: string, upto: number) =>
-  db
-    .selectFrom("event_push_actions")
-    .select(["thread_id", (eb) => eb.fn.countAll<number>().as("n"), (eb) => eb.fn.sum<number>("highlight").as("h")])
-    .where("user_id", "=", userId)
-    .where("room_id", "=", roomId)
-    .where("stream_ordering", "<=", upto)
-    .where("stream_ordering", ">", (eb) =>
-      eb.fn.coalesce(
-        mainTimelineReads(db, userId)
-          .select((eb2) => eb2.fn.max("e.stream_ordering").as("pos"))
-          .where("r.room_id", "=", roomId),
-        eb.lit(0),
-      ),
-    )
-    .groupBy("thread_id"),
-);
+export type NotificationListener = (ctx: PersistContext) => void;
 
 type PushActionRow = { room_id: string; user_id: string; event_id: string; stream_ordering: number; thread_id: string; notify: number; highlight: number };
 type PushActionParams = [string, string, string, number, string, number, number];
@@ -55,6 +34,9 @@ const pushActionRow = (p: readonly unknown[], at: number): PushActionRow => ({
 const PUSH_ROWS = 100;
 const insertPushAction = prepared((db, ...p: PushActionParams) => db.insertInto("event_push_actions").values(pushActionRow(p, 0)));
 const insertPushActions = prepared((db, ...p: Array<string | number>) => db.insertInto("event_push_actions").values(Array.from({ length: PUSH_ROWS }, (_, r) => pushActionRow(p, r * 7))));
+const insertShared = prepared((db, stream_ordering: number, room_id: string, event_id: string, sender: string, thread_id: string, highlight: number) =>
+  db.insertInto("event_push_shared").values({ stream_ordering, room_id, event_id, sender, thread_id, highlight }),
+);
 
 function localpartOf(userId: string): string {
   return parseUserId(userId)?.localpart ?? userId;
@@ -67,15 +49,16 @@ function isUntouched(stored: UserPushRules): boolean {
 
 type RulesetEntry = Pick<PushRecipient, "ruleset" | "localpart" | "defaultsOnly">;
 
-export interface UnreadCounts {
-  notify: number;
-  highlight: number;
-  threads: Record<string, { notification_count: number; highlight_count: number }>;
-}
+/** What an event does for one recipient. */
+type Outcome = "silent" | "notify" | "highlight";
+const SILENT: Outcome = "silent";
+const NOTIFY: Outcome = "notify";
+const HIGHLIGHT: Outcome = "highlight";
+
 
 /**
- * Push rules per user, and the push actions recorded for every member when an event is stored.
- * Those actions feed the unread/highlight counts in /sync and, later, push delivery.
+ * Push rules per user, and the notifications recorded when an event is stored (see
+ * notifications.ts for how they are read). Those feed the unread/highlight counts in /sync and, later, push delivery.
  */
 export class PushService {
   // Built rulesets per user. A rule change is announced on the bus with the user in the wake-up,
@@ -198,52 +181,57 @@ export class PushService {
       return { userId: m.user_id, localpart, ...(m.displayname ? { displayName: m.displayname } : {}), ruleset, defaultsOnly };
     });
     const matches = evaluateForRecipients(withRules, { ...clientEvent }, { roomMemberCount: joinedCount, senderPowerLevel: senderLevel, notificationPowerLevels: notificationLevels });
-    const rows = [];
+    // One outcome per recipient; the shared evaluation hands the same match to most of them.
+    const summaries = new Map<PushMatch | null, Outcome>();
+    const outcomes = matches.map((m) => {
+      let o = summaries.get(m);
+      if (!o) {
+        const s = m ? summariseActions(m.actions) : null;
+        o = s?.notify ? (s.highlight ? HIGHLIGHT : NOTIFY) : SILENT;
+        summaries.set(m, o);
+      }
+      return o;
+    });
+    // The outcome most joined members got is stored once (event_push_shared), if it notifies; the
+    // others get rows of their own. Recipients not joined (an invite's target) are not covered by
+    // the shared row and keep their own whenever they are notified.
+    const tally = new Map<Outcome, number>();
+    for (let i = 0; i < withRules.length; i++) if (joined.has(withRules[i]!.userId)) tally.set(outcomes[i]!, (tally.get(outcomes[i]!) ?? 0) + 1);
+    let common: Outcome = SILENT;
+    for (const [o, n] of tally) if (n > (tally.get(common) ?? 0)) common = o;
+    const rows: PushActionRow[] = [];
     for (let i = 0; i < withRules.length; i++) {
-      const match = matches[i];
-      if (!match) continue;
-      const summary = summariseActions(match.actions);
-      if (!summary.notify) continue;
-      rows.push({ room_id: event.roomId, user_id: withRules[i]!.userId, event_id: event.eventId, stream_ordering: event.streamOrdering, thread_id: threadId, notify: 1, highlight: summary.highlight ? 1 : 0 });
+      const o = outcomes[i]!;
+      const covered = common !== SILENT && joined.has(withRules[i]!.userId);
+      if (covered ? o === common : o === SILENT) continue;
+      rows.push({ room_id: event.roomId, user_id: withRules[i]!.userId, event_id: event.eventId, stream_ordering: event.streamOrdering, thread_id: threadId, notify: o === SILENT ? 0 : 1, highlight: o === HIGHLIGHT ? 1 : 0 });
     }
-    // In statements of PUSH_ROWS rows, compiled once: a message into a room of thousands inserts
-    // thousands of rows under the stream lock, and Kysely would build and compile each 500-row
-    // statement (3,500 parameters) afresh. The rest goes one row at a time.
+    if (common !== SILENT) await insertShared(tx, event.streamOrdering, event.roomId, event.eventId, pdu.sender, threadId, common === HIGHLIGHT ? 1 : 0);
+    // In statements of PUSH_ROWS rows, compiled once: an event can single out many members (a
+    // mention of everyone, members with rules of their own), and Kysely would build and compile
+    // each statement afresh. The rest goes one row at a time.
     let i = 0;
     for (; i + PUSH_ROWS <= rows.length; i += PUSH_ROWS) await insertPushActions(tx, ...rows.slice(i, i + PUSH_ROWS).flatMap(pushActionParams));
     for (; i < rows.length; i++) await insertPushAction(tx, ...pushActionParams(rows[i]!));
-    if (rows.length > 0) for (const listener of this.notificationListeners) listener(ctx, rows);
+    if (common !== SILENT || rows.some((r) => r.notify === 1)) for (const listener of this.notificationListeners) listener(ctx);
   }
 
-  /** Notifications after the user's read receipt, for the main timeline and per thread. */
-  async unreadCounts(userId: string, roomId: string, upto = Number.MAX_SAFE_INTEGER): Promise<UnreadCounts> {
-    const rows = await selectUnreadSinceRead(this.db, userId, roomId, upto);
-    const out: UnreadCounts = { notify: 0, highlight: 0, threads: {} };
-    for (const r of rows) {
-      out.notify += Number(r.n);
-      out.highlight += Number(r.h ?? 0);
-    }
-    return out;
+  /** Who the event at `pos` notifies (see notifications.ts). */
+  notifiedAt(pos: number): Promise<Array<{ user_id: string; highlight: number }>> {
+    return notifiedAt(this.db, pos);
+  }
+
+  /** Notifications after the user's read receipt in the room, up to `upto`. */
+  unreadCounts(userId: string, roomId: string, upto = Number.MAX_SAFE_INTEGER): Promise<UnreadCounts> {
+    return unreadInRoom(this.db, userId, roomId, upto);
   }
 
   /**
-   * unreadCounts for every room of a user at once (an initial /sync): one query instead of two
-   * per room. Rooms without notifications after the read receipt are absent (all zero).
+   * unreadCounts for every room of a user at once (an initial /sync): one query instead of one per
+   * room. Rooms without notifications after the read receipt are absent (all zero).
    */
-  async unreadCountsFor(userId: string): Promise<Map<string, UnreadCounts>> {
-    const reads = mainTimelineReads(this.db, userId)
-      .select(["r.room_id", (eb) => eb.fn.max("e.stream_ordering").as("pos")])
-      .groupBy("r.room_id")
-      .as("rd");
-    const rows = await this.db
-      .selectFrom("event_push_actions as a")
-      .leftJoin(reads, "rd.room_id", "a.room_id")
-      .select(["a.room_id", (eb) => eb.fn.countAll<number>().as("n"), (eb) => eb.fn.sum<number>("a.highlight").as("h")])
-      .where("a.user_id", "=", userId)
-      .where((eb) => eb("a.stream_ordering", ">", eb.fn.coalesce("rd.pos", eb.lit(0))))
-      .groupBy("a.room_id")
-      .execute();
-    return new Map(rows.map((r) => [r.room_id, { notify: Number(r.n), highlight: Number(r.h ?? 0), threads: {} }]));
+  unreadCountsFor(userId: string): Promise<Map<string, UnreadCounts>> {
+    return unreadByRoom(this.db, userId);
   }
 
   /** Pushers of a user (spec `GET /pushers`). */

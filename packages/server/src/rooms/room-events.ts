@@ -1,4 +1,5 @@
 import { MatrixError } from "@revier/protocol";
+import { sql } from "kysely";
 import type { Db, Tx } from "../storage/database.js";
 import type { StreamWrite, StreamWriter } from "../storage/stream.js";
 import { canonicalJson, canonicalJsonMember, CanonicalJsonError } from "../lib/canonical-json.js";
@@ -336,10 +337,17 @@ export class RoomEvents {
           avatar_url: typeof c.avatar_url === "string" ? c.avatar_url : null,
           forgotten: 0,
         };
+        // A join after a join is a profile change: the stretch in the room goes on (see
+        // event_push_shared, which counts for members joined before its position).
         await tx
           .insertInto("room_members")
-          .values({ room_id: ev.roomId, user_id: ev.stateKey, ...member })
-          .onConflict((oc) => oc.columns(["room_id", "user_id"]).doUpdateSet(member))
+          .values({ room_id: ev.roomId, user_id: ev.stateKey, ...member, joined_at: member.membership === "join" ? streamOrdering : null })
+          .onConflict((oc) =>
+            oc.columns(["room_id", "user_id"]).doUpdateSet({
+              ...member,
+              joined_at: sql<number | null>`case when room_members.membership = 'join' and excluded.membership = 'join' then room_members.joined_at else excluded.joined_at end`,
+            }),
+          )
           .execute();
         w.touch({ users: [ev.stateKey] });
       }

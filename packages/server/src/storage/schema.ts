@@ -104,6 +104,8 @@ export interface Database {
     displayname: string | null;
     avatar_url: string | null;
     forgotten: number;
+    /** Position of the join that began the current stretch in the room; null when not joined. */
+    joined_at: number | null;
   };
   room_aliases: { alias: string; room_id: string; creator: string; created_ts: number };
   receipts: {
@@ -135,6 +137,14 @@ export interface Database {
     stream_ordering: number;
     thread_id: string;
     notify: number;
+    highlight: number;
+  };
+  event_push_shared: {
+    stream_ordering: number;
+    room_id: string;
+    event_id: string;
+    sender: string;
+    thread_id: string;
     highlight: number;
   };
   presence: {

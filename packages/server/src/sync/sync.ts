@@ -273,9 +273,9 @@ export class SyncService {
       roomData.ephemeral = { events: eph };
       roomData.account_data = { events: ad ?? [] };
       // Carried forward only where the window is known to hold no read receipt of the user in the
-      // room: receipts are what lower a count (membership changes do not: whoever was not joined
-      // got no push actions meanwhile).
-      const carry = news !== null && news.receipts.get(m.room_id)?.has(viewer.userId) !== true;
+      // room (receipts lower a count) and the user's member event is older than the window (the
+      // room's shared notifications count for them from their join on).
+      const carry = news !== null && since !== null && m.stream_ordering <= since && news.receipts.get(m.room_id)?.has(viewer.userId) !== true;
       const counts = initial ? (initial.unread.get(m.room_id) ?? NO_UNREAD) : await this.unread.counts(viewer.userId, viewer.deviceId, m.room_id, since, upto, carry);
       roomData.unread_notifications = { notification_count: counts.notify, highlight_count: counts.highlight };
       join[m.room_id] = roomData;

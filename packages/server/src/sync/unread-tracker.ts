@@ -1,5 +1,5 @@
 import type { Db } from "../storage/database.js";
-import type { UnreadCounts } from "../push/push-service.js";
+import { notifiesMember, outcomeAt, type OutcomeAt, type UnreadCounts } from "../push/notifications.js";
 import { prepared } from "../storage/prepared.js";
 import type { SharedSyncCache } from "./shared-cache.js";
 
@@ -17,10 +17,6 @@ const LIMIT = 200_000;
 const selectRoomPositions = prepared((db, roomId: string, since: number, upto: number) =>
   db.selectFrom("events").select("stream_ordering").where("room_id", "=", roomId).where("stream_ordering", ">", since).where("stream_ordering", "<=", upto),
 );
-const selectActionsAt = prepared((db, pos: number) => db.selectFrom("event_push_actions").select(["user_id", "highlight"]).where("stream_ordering", "=", pos));
-
-/** Who one event notifies: user → whether it highlights them. */
-type ActionsAt = ReadonlyMap<string, number>;
 
 interface Entry {
   pos: number;
@@ -37,7 +33,9 @@ interface Entry {
  * wave of thousands of woken long-polls spent a tenth of its time there.
  *
  * A device's next request names the position of its last answer (`since`). If nothing that
- * lowers the count happened since — no read receipt of the user in the room — the count at
+ * changes the count otherwise happened since — no read receipt of the user in the room, no
+ * change of their membership (which decides what the room's shared notifications mean for
+ * them) — the count at
  * `upto` is the old one plus what the room's events in (since, upto] added for the user. Those
  * events and whom each notifies are read once for everybody (the shared cache), so a member's
  * count becomes a few map lookups. Anything else counts afresh.
@@ -53,8 +51,8 @@ export class UnreadTracker {
   ) {}
 
   /**
-   * The counts for a room of the viewer at `upto`. `carry`: the caller vouches that no read
-   * receipt of the user in the room lies in (since, upto].
+   * The counts for a room of the viewer at `upto`. `carry`: the caller vouches that the user was
+   * joined throughout (since, upto] and set no read receipt in the room in it.
    */
   async counts(userId: string, deviceId: string, roomId: string, since: number | null, upto: number, carry: boolean, now = Date.now()): Promise<Pick<UnreadCounts, "notify" | "highlight">> {
     const key = `${userId}\u0000${deviceId}\u0000${roomId}`;
@@ -64,7 +62,7 @@ export class UnreadTracker {
       next = { pos: upto, notify: last.notify, highlight: last.highlight, counted: last.counted };
       if (upto > since) {
         for (const pos of await this.positions(roomId, since, upto)) {
-          const h = (await this.actionsAt(pos)).get(userId);
+          const h = notifiesMember(await this.outcomeAt(pos), userId);
           if (h === undefined) continue;
           next.notify += 1;
           next.highlight += h;
@@ -100,12 +98,12 @@ export class UnreadTracker {
    * only ever removed with it (retention), so the answer is filed by position alone and survives
    * the wake-ups of later messages into the room.
    */
-  private actionsAt(pos: number): Promise<ActionsAt> {
+  private outcomeAt(pos: number): Promise<OutcomeAt> {
     return this.shared.get(
-      `push-actions:${pos}`,
+      `push-outcome:${pos}`,
       undefined,
-      async () => new Map((await selectActionsAt(this.db, pos)).map((r) => [r.user_id, Number(r.highlight)])),
-      (m) => 64 + m.size * 96,
+      () => outcomeAt(this.db, pos),
+      (o) => 128 + o.own.size * 96,
     );
   }
 }

@@ -11,6 +11,7 @@ import { up as pusherDevices } from "./008_pusher_devices.js";
 import { up as partialEventIndexes } from "./009_partial_event_indexes.js";
 import { up as streamWindowIndexes } from "./010_stream_window_indexes.js";
 import { up as pushActionsByUser } from "./011_push_actions_by_user.js";
+import { up as sharedPushOutcome } from "./012_shared_push_outcome.js";
 
 export interface Migration {
   name: string;
@@ -30,4 +31,5 @@ export const MIGRATIONS: Migration[] = [
   { name: "009_partial_event_indexes", up: partialEventIndexes },
   { name: "010_stream_window_indexes", up: streamWindowIndexes },
   { name: "011_push_actions_by_user", up: pushActionsByUser },
+  { name: "012_shared_push_outcome", up: sharedPushOutcome },
 ];
