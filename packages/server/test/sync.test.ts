@@ -142,6 +142,15 @@ describeEachDatabase("/sync", ({ server }) => {
     const members = room.state.events.filter((e: Json) => e.type === "m.room.member").map((e: Json) => e.state_key).sort();
     assert.deepEqual(members, [bert.user_id, carl.user_id].sort());
     assert.equal(room.summary["m.joined_member_count"], 3);
+    assert.equal(room.summary["m.invited_member_count"], 0);
+    // Heroes: the other members, in the order they came.
+    assert.deepEqual(room.summary["m.heroes"], [anna.user_id, bert.user_id]);
+    // An invitation counts as invited and makes a hero; the summary follows the room's writes.
+    await server().createUser("dora_ll");
+    const doraId = (await server().login("dora_ll")).user_id;
+    assert.equal((await api(server().url, "POST", `/_matrix/client/v3/rooms/${enc(roomId)}/invite`, { token: anna.access_token, body: { user_id: doraId } })).status, 200);
+    const again = (await sync(carl.access_token, { filter: JSON.stringify({ room: { timeline: { limit: 3 }, state: { lazy_load_members: true } } }) })).rooms.join[roomId];
+    assert.deepEqual([again.summary["m.joined_member_count"], again.summary["m.invited_member_count"], again.summary["m.heroes"]], [3, 1, [anna.user_id, bert.user_id, doraId]]);
   });
 
   test("stored filters, invites and leaves", async () => {
