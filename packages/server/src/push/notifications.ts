@@ -10,7 +10,7 @@
  * main-timeline read receipt and the join that began their current stretch in the room: leaving
  * and joining again starts afresh, and the notification of an invite ends with its acceptance.
  */
-import { sql, type RawBuilder } from "kysely";
+import { sql } from "kysely";
 import type { Db, Tx } from "../storage/database.js";
 import { prepared } from "../storage/prepared.js";
 import { mainTimelineReads } from "../rooms/ephemeral.js";
@@ -21,11 +21,11 @@ export interface UnreadCounts {
   threads: Record<string, { notification_count: number; highlight_count: number }>;
 }
 
-/** The position of the user's newest main-timeline read receipt in the room (null without). */
-function readPosition(db: Db, userId: string, roomId: string | RawBuilder<string>) {
+/** The position of the user's newest main-timeline read receipt in the room `m.room_id` of the outer query (null without). */
+function readPositionIn(db: Db, userId: string) {
   return mainTimelineReads(db, userId)
     .select((eb) => eb.fn.max("e.stream_ordering").as("pos"))
-    .where("r.room_id", "=", roomId);
+    .where("r.room_id", "=", sql.ref<string>("m.room_id"));
 }
 
 /**
@@ -48,7 +48,7 @@ function unreadQuery(db: Db, userId: string, upto: number, roomId?: string) {
     .with((cte) => cte("b").materialized(), (q) =>
       q
         .selectFrom("room_members as m")
-        .select(["m.room_id", "m.joined_at", sql<number>`coalesce((${readPosition(db, userId, sql.ref("m.room_id"))}), 0)`.as("rp")])
+        .select(["m.room_id", "m.joined_at", sql<number>`coalesce((${readPositionIn(db, userId)}), 0)`.as("rp")])
         .where("m.user_id", "=", userId)
         .where("m.membership", "=", "join")
         .$if(roomId !== undefined, (q2) => q2.where("m.room_id", "=", roomId!)),

@@ -55,10 +55,9 @@ const SILENT: Outcome = "silent";
 const NOTIFY: Outcome = "notify";
 const HIGHLIGHT: Outcome = "highlight";
 
-
 /**
- * Push rules per user, and the notifications recorded when an event is stored (see
- * notifications.ts for how they are read). Those feed the unread/highlight counts in /sync and, later, push delivery.
+ * Push rules per user, and the notifications recorded when an event is stored (notifications.ts
+ * reads them): they feed the unread/highlight counts in /sync and push delivery.
  */
 export class PushService {
   // Built rulesets per user. A rule change is announced on the bus with the user in the wake-up,
