@@ -30,9 +30,31 @@ export interface Viewer {
   deviceId: string;
 }
 
-/** Formats a stored PDU for clients (spec "ClientEvent"); the sending device also sees its transaction id. */
-export function toClientEvent(row: EventRow, opts: { now?: number; withRoomId?: boolean; viewer?: Viewer } = {}): ClientEvent {
-  const pdu = JSON.parse(row.json) as Pdu & { unsigned?: Record<string, unknown>; redacts?: string };
+/** A stored event's JSON as parsed. */
+export type StoredPdu = Pdu & { unsigned?: Record<string, unknown>; redacts?: string };
+
+/**
+ * The stored JSON parsed once, frozen all the way down, for formatting the same row for many
+ * viewers (toClientEvent's `parsed`): their events share its content, so nothing may change it.
+ */
+export function parseFrozen(json: string): StoredPdu {
+  return deepFreeze(JSON.parse(json)) as StoredPdu;
+}
+
+function deepFreeze(value: unknown): unknown {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/**
+ * Formats a stored PDU for clients (spec "ClientEvent"); the sending device also sees its
+ * transaction id. `parsed`: the row's JSON already parsed (parseFrozen), shared by the callers.
+ */
+export function toClientEvent(row: EventRow, opts: { now?: number; withRoomId?: boolean; viewer?: Viewer } = {}, parsed?: StoredPdu): ClientEvent {
+  const pdu = parsed ?? (JSON.parse(row.json) as StoredPdu);
   const now = opts.now ?? Date.now();
   const unsigned: Record<string, unknown> = { ...(pdu.unsigned ?? {}), age: Math.max(0, now - pdu.origin_server_ts) };
   if (row.redacted_by) unsigned.redacted_because = { event_id: row.redacted_by, type: "m.room.redaction", content: {}, sender: pdu.sender, origin_server_ts: pdu.origin_server_ts };

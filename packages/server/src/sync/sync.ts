@@ -7,7 +7,7 @@ import type { PushService } from "../push/push-service.js";
 import type { Ephemeral } from "../rooms/ephemeral.js";
 import type { CancelSignal, Notifier } from "./notifier.js";
 import type { Devices } from "../users/devices.js";
-import { toClientEvent, type ClientEvent, type EventRow, type Viewer } from "../rooms/client-event.js";
+import { parseFrozen, toClientEvent, type ClientEvent, type EventRow, type StoredPdu, type Viewer } from "../rooms/client-event.js";
 import { DEFAULT_TIMELINE_LIMIT, matchesEventFilter, roomAllowed, typeMatches, type EventFilter, type Filter } from "./filter.js";
 import { SharedSyncCache } from "./shared-cache.js";
 import { prepared } from "../storage/prepared.js";
@@ -362,19 +362,21 @@ export class SyncService {
     const pageSize = Math.max(limit * 2, 20);
     while (!limited && cursor > after) {
       // The newest page is what every member of a room asks for after a new message: shared
-      // (rows only; each viewer formats its own copy, with its own transaction ids and ages). It
+      // (rows and their parsed JSON; each viewer formats its own copy, with its own transaction
+      // ids and ages, around the shared, frozen content). It
       // is filed by room and upper position alone and covers the last SHARED_TIMELINE_WINDOW
       // positions, so members whose tokens differ (each was last answered at a position of its
       // own: other rooms, presence) still share it, and each keeps the part after its own `since`.
-      let rows: Array<EventRow & { type: string }>;
+      let rows: Array<EventRow & { type: string; pdu?: StoredPdu }>;
       let lastPage: boolean;
       if (cursor === end && end - after <= SHARED_TIMELINE_WINDOW) {
         const sharedAfter = Math.max(0, end - SHARED_TIMELINE_WINDOW);
         const page = await this.shared.get(
           `timeline:${roomId}:${end}:${pageSize}`,
           roomId,
-          () => this.d.rooms.eventsBetween(roomId, { after: sharedAfter, upto: end, dir: "b", limit: pageSize }),
-          (page) => page.reduce((n, r) => n + r.json.length + 200, 0),
+          // Parsed once for all of them: a wave of thousands of answers parsed each event anew.
+          async () => (await this.d.rooms.eventsBetween(roomId, { after: sharedAfter, upto: end, dir: "b", limit: pageSize })).map((r) => ({ ...r, pdu: parseFrozen(r.json) })),
+          (page) => page.reduce((n, r) => n + r.json.length * 3 + 200, 0),
         );
         rows = page.filter((r) => r.stream_ordering > after);
         // The page reached back past `since`, or holds every event of its window: nothing older to ask for.
@@ -386,7 +388,7 @@ export class SyncService {
       }
       if (rows.length === 0) break;
       for (const row of rows) {
-        const ev = toClientEvent(row, { now, viewer, withRoomId: false });
+        const ev = toClientEvent(row, { now, viewer, withRoomId: false }, row.pdu);
         if (!matchesEventFilter(tf, ev)) {
           cursor = row.stream_ordering - 1;
           continue;
