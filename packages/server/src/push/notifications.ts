@@ -94,7 +94,7 @@ function tally(rows: ReadonlyArray<{ room_id: string; n: number; h: number | nul
   return out;
 }
 
-/** Notifications of the user in the room (if joined) after their read receipt, up to `upto`. */
+/** Notifications of the user in the room (if joined) after their read receipt and their join, up to `upto`. */
 export async function unreadInRoom(db: Db, userId: string, roomId: string, upto: number): Promise<UnreadCounts> {
   return tally(await selectUnreadInRoom(db, userId, roomId, upto)).get(roomId) ?? { notify: 0, highlight: 0, threads: {} };
 }

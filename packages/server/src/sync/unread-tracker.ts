@@ -35,10 +35,9 @@ interface Entry {
  * A device's next request names the position of its last answer (`since`). If nothing that
  * changes the count otherwise happened since — no read receipt of the user in the room, no
  * change of their membership (which decides what the room's shared notifications mean for
- * them) — the count at
- * `upto` is the old one plus what the room's events in (since, upto] added for the user. Those
- * events and whom each notifies are read once for everybody (the shared cache), so a member's
- * count becomes a few map lookups. Anything else counts afresh.
+ * them) — the count at `upto` is the old one plus what the room's events in (since, upto] added
+ * for the user. Those events and whom each notifies are read once for everybody (the shared
+ * cache), so a member's count becomes a few map lookups. Anything else counts afresh.
  */
 export class UnreadTracker {
   private readonly entries = new Map<string, Entry>();
