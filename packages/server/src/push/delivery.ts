@@ -8,7 +8,7 @@ import { notificationFields, notifyBody, postToGateway, wantsFullFormat, type De
 import type { PushDestinations } from "./destinations.js";
 import { WEBPUSH_KIND, type WebPushSender } from "./web-push.js";
 import { chunks } from "../lib/chunks.js";
-import { unreadByRoom } from "./notifications.js";
+import { sharedConcerns, unreadByRoom } from "./notifications.js";
 
 /**
  * Decides, for a batch of recipients, which notifications must not be pushed (true = drop).
@@ -230,12 +230,7 @@ export class PushDelivery {
         .innerJoin("room_members as m", "m.room_id", "s.room_id")
         .innerJoin("pushers as p", "p.user_id", "m.user_id")
         .select(["m.user_id", "s.room_id", "s.event_id", "s.stream_ordering", "s.highlight", "p.app_id", "p.pushkey"])
-        .where("m.membership", "=", "join")
-        .whereRef("m.joined_at", "<", "s.stream_ordering")
-        .whereRef("m.user_id", "!=", "s.sender")
-        .where(({ not, exists, selectFrom }) =>
-          not(exists(selectFrom("event_push_actions as x").select("x.notify").whereRef("x.user_id", "=", "m.user_id").whereRef("x.room_id", "=", "s.room_id").whereRef("x.stream_ordering", "=", "s.stream_ordering"))),
-        )
+        .where(sharedConcerns)
         .where("s.stream_ordering", ">", from)
         .where("s.stream_ordering", "<=", to);
       return this.db.selectFrom(own.unionAll(shared).as("n")).selectAll().orderBy("n.stream_ordering").orderBy("n.user_id").orderBy("n.app_id").orderBy("n.pushkey");

@@ -10,8 +10,9 @@
  * main-timeline read receipt and the join that began their current stretch in the room: leaving
  * and joining again starts afresh, and the notification of an invite ends with its acceptance.
  */
-import { sql } from "kysely";
+import { sql, type ExpressionBuilder } from "kysely";
 import type { Db, Tx } from "../storage/database.js";
+import type { Database } from "../storage/schema.js";
 import { prepared } from "../storage/prepared.js";
 import { mainTimelineReads } from "../rooms/ephemeral.js";
 
@@ -135,9 +136,34 @@ export function notifiesMember(outcome: OutcomeAt, userId: string): number | und
   return undefined;
 }
 
+type SharedAndMember = Database & { s: Database["event_push_shared"]; m: Database["room_members"] };
+
+/**
+ * Whether the shared row `s` concerns the member row `m` of its room: joined now, in a stretch
+ * that began before it, not its sender, and without a row of their own for it. The expansion
+ * push delivery and notifiedAt share.
+ */
+export function sharedConcerns(eb: ExpressionBuilder<SharedAndMember, "s" | "m">) {
+  return eb.and([
+    eb("m.membership", "=", "join"),
+    eb("m.joined_at", "<", eb.ref("s.stream_ordering")),
+    eb("m.user_id", "!=", eb.ref("s.sender")),
+    eb.not(
+      eb.exists(
+        eb
+          .selectFrom("event_push_actions as x")
+          .select("x.notify")
+          .whereRef("x.user_id", "=", "m.user_id")
+          .whereRef("x.room_id", "=", "s.room_id")
+          .whereRef("x.stream_ordering", "=", "s.stream_ordering"),
+      ),
+    ),
+  ]);
+}
+
 /**
  * Everyone the event at `pos` notifies, expanded: rows of their own, and the members the shared
- * row concerns (those joined now whose stretch began before it).
+ * row concerns (sharedConcerns).
  */
 export async function notifiedAt(db: Db | Tx, pos: number): Promise<Array<{ user_id: string; highlight: number }>> {
   const own = db.selectFrom("event_push_actions").select(["user_id", "highlight"]).where("stream_ordering", "=", pos).where("notify", "=", 1);
@@ -146,11 +172,6 @@ export async function notifiedAt(db: Db | Tx, pos: number): Promise<Array<{ user
     .innerJoin("room_members as m", "m.room_id", "s.room_id")
     .select(["m.user_id", "s.highlight"])
     .where("s.stream_ordering", "=", pos)
-    .where("m.membership", "=", "join")
-    .whereRef("m.joined_at", "<", "s.stream_ordering")
-    .whereRef("m.user_id", "!=", "s.sender")
-    .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom("event_push_actions as a").select("a.notify").whereRef("a.user_id", "=", "m.user_id").whereRef("a.room_id", "=", "s.room_id").whereRef("a.stream_ordering", "=", "s.stream_ordering"))),
-    );
+    .where(sharedConcerns);
   return (await own.unionAll(shared).execute()).map((r) => ({ user_id: r.user_id, highlight: Number(r.highlight) }));
 }
