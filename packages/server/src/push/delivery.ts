@@ -72,8 +72,9 @@ interface QueuedRow {
  * 2. Enqueue: notifications above the `push_delivery` cursor, for users with pushers, become rows
  *    of `push_queue` (minus those the filters drop, e.g. off duty), and the cursor moves, in one
  *    transaction. A shared notification (notifications.ts) reaches the members joined when this
- *    runs, moments after the commit: one who left in between is not pushed. The cursor and the queue live in the database, so a restart loses nothing: the
- *    next run picks up where the last one committed.
+ *    runs, moments after the commit: one who left in between is not pushed. The cursor and the
+ *    queue live in the database, so a restart loses nothing: the next run picks up where the
+ *    last one committed.
  * 3. Deliver: due rows are claimed with a token and a lease, sent per pusher in order, and deleted
  *    on success. Failures that may pass are retried with exponential back-off; a pushkey the
  *    gateway rejects (or a Web Push subscription that is gone) removes the pusher.

@@ -363,10 +363,10 @@ export class SyncService {
     while (!limited && cursor > after) {
       // The newest page is what every member of a room asks for after a new message: shared
       // (rows and their parsed JSON; each viewer formats its own copy, with its own transaction
-      // ids and ages, around the shared, frozen content). It
-      // is filed by room and upper position alone and covers the last SHARED_TIMELINE_WINDOW
-      // positions, so members whose tokens differ (each was last answered at a position of its
-      // own: other rooms, presence) still share it, and each keeps the part after its own `since`.
+      // ids and ages, around the shared, frozen content). It is filed by room and upper position
+      // alone and covers the last SHARED_TIMELINE_WINDOW positions, so members whose tokens
+      // differ (each was last answered at a position of its own: other rooms, presence) still
+      // share it, and each keeps the part after its own `since`.
       let rows: Array<EventRow & { type: string; pdu?: StoredPdu }>;
       let lastPage: boolean;
       if (cursor === end && end - after <= SHARED_TIMELINE_WINDOW) {
