@@ -2,6 +2,7 @@ import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { describeEachDatabase } from "./support/suite.js";
 import { api, enc } from "./support/http.js";
+import { BUILDS_AT_ONCE } from "../src/sync/sync.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 type Login = { user_id: string; access_token: string; device_id: string };
@@ -88,5 +89,34 @@ describeEachDatabase("/sync shared timeline page", ({ server }) => {
     const bertView = await sync(bert, since, 5);
     assert.deepEqual(bodies(bertView), ["m115", "m116", "m117", "m118", "m119"]);
     assert.equal(bertView.rooms.join[roomId].timeline.limited, true);
+  });
+
+  test("a long-poll waiting for its turn to be built answers with what was sent meanwhile", async () => {
+    const bertSince = (await sync(bert)).next_batch;
+    const carlSince = (await sync(carl)).next_batch;
+    // Every build slot taken, as in a wave of thousands: the long-polls woken below queue up.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const holders = Array.from({ length: BUILDS_AT_ONCE }, () => server().services.sync.building.run(() => gate));
+    const longPoll = (who: Login, since: string) => call("GET", `/_matrix/client/v3/sync?${new URLSearchParams({ timeout: "20000", since })}`, who.access_token);
+    const waiting = async () => (await server().services.metrics.syncWaiters.get()).values[0]?.value ?? 0;
+    const before = await waiting();
+    const answers = [longPoll(bert, bertSince), longPoll(carl, carlSince)];
+    try {
+      // Both park before anything is sent, so each is woken by the first message.
+      for (let i = 0; i < 500 && (await waiting()) < before + 2; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(await waiting(), before + 2);
+      await say("Lagemeldung");
+      await say("Nachtrag");
+      // Woken by the first, queued behind the held slots while the second was acknowledged.
+      assert.equal(server().services.sync.building.queued, 2);
+    } finally {
+      release();
+      await Promise.all(holders);
+    }
+    for (const res of await Promise.all(answers)) {
+      assert.equal(res.status, 200);
+      assert.deepEqual(bodies(res.body), ["Lagemeldung", "Nachtrag"], "the second message rides along with the first");
+    }
   });
 });

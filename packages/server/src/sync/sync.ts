@@ -40,7 +40,7 @@ const SHARED_WINDOW = 5000;
  * (SQLite answers synchronously; PostgreSQL within a millisecond or two), so a few suffice to keep
  * it busy; more only interleave and hold more in memory.
  */
-const BUILDS_AT_ONCE = 16;
+export const BUILDS_AT_ONCE = 16;
 /**
  * Timeline pages are shared for windows this short: what long-polls ask for, and small. (A
  * second, 5,000-position page for tokens further back was tried: it made the `sync` bench's
@@ -90,8 +90,11 @@ export class SyncService {
   private readonly pendingAck = new Set<string>();
   /** Parsed filters of the requests (see FilterCache). */
   readonly filters = new FilterCache();
-  /** Responses built at once (see Limiter: a wave of thousands is answered a few at a time). */
-  private readonly building = new Limiter(BUILDS_AT_ONCE);
+  /**
+   * Responses built at once (see Limiter: a wave of thousands is answered a few at a time).
+   * Readable so tests can hold every slot and line builds up, as a wave does.
+   */
+  readonly building = new Limiter(BUILDS_AT_ONCE);
   /** Unread counts carried from one answer to the next (see UnreadTracker). */
   private readonly unread: UnreadTracker;
 
@@ -179,7 +182,14 @@ export class SyncService {
   }
 
   private build(viewer: Viewer, since: number | null, upto: number, p: SyncParams): Promise<Json> {
-    return this.building.run(() => this.buildNow(viewer, since, upto, p));
+    return this.building.run(() => {
+      // In a wave of thousands a build waits its turn for a while. A long-poll answers with all
+      // that has been heard by the time its turn comes: a message sent meanwhile then rides along
+      // with the one that woke it, instead of reaching this member only after the whole queue
+      // has been worked through once more, at the cost of another answer.
+      const heard = p.timeoutMs > 0 && since !== null ? this.d.notifier.heardPosition() : null;
+      return this.buildNow(viewer, since, heard !== null && heard > upto ? heard : upto, p);
+    });
   }
 
   private async buildNow(viewer: Viewer, since: number | null, upto: number, p: SyncParams): Promise<Json> {
