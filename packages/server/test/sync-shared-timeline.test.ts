@@ -108,15 +108,24 @@ describeEachDatabase("/sync shared timeline page", ({ server }) => {
       assert.equal(await waiting(), before + 2);
       await say("Lagemeldung");
       await say("Nachtrag");
+      // Presence alone does not extend the answers: members woken together keep one upper
+      // position, and with it their shared page, while presence refreshes trickle in.
+      const status = await call("PUT", `/_matrix/client/v3/presence/${enc(anna.user_id)}/status`, anna.access_token, { presence: "unavailable", status_msg: "im Einsatz" });
+      assert.equal(status.status, 200);
       // Woken by the first, queued behind the held slots while the second was acknowledged.
       assert.equal(server().services.sync.building.queued, 2);
     } finally {
       release();
       await Promise.all(holders);
     }
-    for (const res of await Promise.all(answers)) {
+    const [bertAnswer, carlAnswer] = await Promise.all(answers);
+    for (const res of [bertAnswer!, carlAnswer!]) {
       assert.equal(res.status, 200);
       assert.deepEqual(bodies(res.body), ["Lagemeldung", "Nachtrag"], "the second message rides along with the first");
     }
+    assert.equal(bertAnswer!.body.next_batch, carlAnswer!.body.next_batch);
+    const annaStatus = (body: Json) => body.presence.events.find((e: Json) => e.sender === anna.user_id)?.content.status_msg;
+    assert.equal(annaStatus(bertAnswer!.body), undefined);
+    assert.equal(annaStatus(await sync(bert, bertAnswer!.body.next_batch)), "im Einsatz", "the presence change comes with the next sync");
   });
 });

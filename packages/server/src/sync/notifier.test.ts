@@ -127,6 +127,19 @@ describe("Notifier: which positions it can vouch for", () => {
     assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 15, 5), { reason: "timeout", quietThrough: 15 });
   });
 
+  test("heardNewsPosition: the newest heard position short of trailing presence-only batches", () => {
+    fresh();
+    bus.publish(wake(10, 12));
+    bus.publish({ from: 12, position: 14, rooms: ["!room:test"], users: ["@p:test"], presenceOnly: true });
+    assert.equal(notifier.heardPosition(), 14);
+    assert.equal(notifier.heardNewsPosition(), 12);
+    // A batch ahead of a gap is news, but nothing past the gap is vouched for.
+    bus.publish(wake(15, 16));
+    assert.equal(notifier.heardNewsPosition(), null);
+    bus.publish({ from: 14, position: 15, rooms: [], users: ["@p:test"], presenceOnly: true });
+    assert.deepEqual([notifier.heardPosition(), notifier.heardNewsPosition()], [16, 16]);
+  });
+
   test("a wait that began before the watermark started is not vouched for", async () => {
     fresh();
     assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 8, 5), { reason: "timeout", quietThrough: null });

@@ -69,6 +69,8 @@ export class Notifier {
   /** The waiters of byRoom that want presence: all a presence-only wake-up needs to look at. */
   private readonly byRoomPresence = new Map<string, Set<Waiter>>();
   private position = 0;
+  /** The end of the newest batch heard that was not presence alone (see heardNewsPosition). */
+  private newsPosition = 0;
   /**
    * Every batch that ends at or below this position has been announced here (null: unknown —
    * before `start`, or after a peer sent a wake-up without its range). Only waits that began at
@@ -170,6 +172,18 @@ export class Notifier {
    */
   heardPosition(): number | null {
     return this.announced !== null && this.announced >= this.position ? this.announced : null;
+  }
+
+  /**
+   * The newest heard position at which more than presence changed: heardPosition, short of the
+   * presence-only batches after the last other one. A /sync build that waited its turn in a wave
+   * answers up to here, so the members woken by one message share one upper position — and with
+   * it the cached timeline page and window news — while the presence refreshes of thousands of
+   * members move the stream on in between. What it leaves out comes with the next long-poll.
+   */
+  heardNewsPosition(): number | null {
+    const heard = this.heardPosition();
+    return heard === null ? null : Math.min(heard, this.newsPosition);
   }
 
   /** Whether every batch up to `position` has been announced here (and its observers have run). */
@@ -307,6 +321,7 @@ export class Notifier {
     for (const fn of this.observers) fn(w);
     const hit = new Set<Waiter>();
     const presenceOnly = isPresenceOnly(w);
+    if (!presenceOnly && w.position > this.newsPosition) this.newsPosition = w.position;
     for (const u of w.users) for (const waiter of this.byUser.get(u) ?? []) if (!presenceOnly || waiter.presence) hit.add(waiter);
     const index = presenceOnly ? this.byRoomPresence : this.byRoom;
     for (const r of w.rooms) for (const waiter of index.get(r) ?? []) hit.add(waiter);

@@ -183,11 +183,12 @@ export class SyncService {
 
   private build(viewer: Viewer, since: number | null, upto: number, p: SyncParams): Promise<Json> {
     return this.building.run(() => {
-      // In a wave of thousands a build waits its turn for a while. A long-poll answers with all
-      // that has been heard by the time its turn comes: a message sent meanwhile then rides along
+      // In a wave of thousands a build waits its turn for a while. A long-poll answers with what
+      // has been heard by the time its turn comes: a message sent meanwhile then rides along
       // with the one that woke it, instead of reaching this member only after the whole queue
-      // has been worked through once more, at the cost of another answer.
-      const heard = p.timeoutMs > 0 && since !== null ? this.d.notifier.heardPosition() : null;
+      // has been worked through once more, at the cost of another answer. (Not presence alone:
+      // see heardNewsPosition.)
+      const heard = p.timeoutMs > 0 && since !== null ? this.d.notifier.heardNewsPosition() : null;
       return this.buildNow(viewer, since, heard !== null && heard > upto ? heard : upto, p);
     });
   }
