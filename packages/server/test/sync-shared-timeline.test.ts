@@ -91,6 +91,36 @@ describeEachDatabase("/sync shared timeline page", ({ server }) => {
     assert.equal(bertView.rooms.join[roomId].timeline.limited, true);
   });
 
+  test("members with tokens from long ago, far apart, share one page and each gets its own part", async () => {
+    // Hundreds of positions elsewhere in the stream (another user's account data), none in the room.
+    const elsewhere = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        assert.equal((await call("PUT", `/_matrix/client/v3/user/${enc(anna.user_id)}/account_data/de.revier.test`, anna.access_token, { i })).status, 200);
+      }
+    };
+    await say("vorher");
+    const bertSince = (await sync(bert)).next_batch;
+    await say("dazwischen");
+    await elsewhere(150);
+    const carlSince = (await sync(carl)).next_batch;
+    await elsewhere(150);
+    await say("nachher");
+    const rooms = server().services.rooms;
+    const original = rooms.eventsBetween;
+    let reads = 0;
+    rooms.eventsBetween = function (...args: Parameters<typeof original>) {
+      if (args[0] === roomId) reads++;
+      return original.apply(this, args);
+    };
+    try {
+      assert.deepEqual(bodies(await sync(bert, bertSince)), ["dazwischen", "nachher"]);
+      assert.deepEqual(bodies(await sync(carl, carlSince)), ["nachher"]);
+    } finally {
+      rooms.eventsBetween = original;
+    }
+    assert.equal(reads, 1, "one timeline read for both");
+  });
+
   test("a long-poll waiting for its turn to be built answers with what was sent meanwhile", async () => {
     const bertSince = (await sync(bert)).next_batch;
     const carlSince = (await sync(carl)).next_batch;

@@ -42,9 +42,11 @@ const SHARED_WINDOW = 5000;
  */
 export const BUILDS_AT_ONCE = 16;
 /**
- * Timeline pages are shared for windows this short: what long-polls ask for, and small. (A
- * second, 5,000-position page for tokens further back was tried: it made the `sync` bench's
- * incremental p99 three times worse, and helped the first fanout wave little.)
+ * A long-poll's timeline page is shared with others in a window this short (see
+ * roomTimelineAndState): what long-polls ask for, and few rows. A page of the room's newest
+ * events however old serves the rest; used for every long-poll, it read and held up to twice the
+ * timeline limit per page where one or two rows were new, and the `sync` bench's incremental p99
+ * rose by a third.
  */
 const SHARED_TIMELINE_WINDOW = 100;
 
@@ -371,34 +373,41 @@ export class SyncService {
     const now = Date.now();
     // Fetch in pages so filtered-out events do not starve the timeline.
     const pageSize = Math.max(limit * 2, 20);
+    let sharedRows = false;
     while (!limited && cursor > after) {
       // The newest page is what every member of a room asks for after a new message: shared
       // (rows and their parsed JSON; each viewer formats its own copy, with its own transaction
       // ids and ages, around the shared, frozen content). It is filed by room and upper position
-      // alone and covers the last SHARED_TIMELINE_WINDOW positions, so members whose tokens
-      // differ (each was last answered at a position of its own: other rooms, presence) still
-      // share it, and each keeps the part after its own `since`.
+      // alone, so members whose tokens differ (each was last answered at a position of its own:
+      // other rooms, presence) still share it, and each keeps the part after its own `since`.
+      // Long-polls answered within the last SHARED_TIMELINE_WINDOW positions share a page of that
+      // window: few rows. Tokens from further back (the first wave after thousands connected,
+      // initial syncs) share a second page, the room's newest events however old. A row is
+      // parsed when a member first needs it, once for all of them.
       let rows: Array<EventRow & { type: string; pdu?: StoredPdu }>;
       let lastPage: boolean;
-      if (cursor === end && end - after <= SHARED_TIMELINE_WINDOW) {
-        const sharedAfter = Math.max(0, end - SHARED_TIMELINE_WINDOW);
+      if (cursor === end) {
+        const near = end - after <= SHARED_TIMELINE_WINDOW;
+        const from = near ? Math.max(0, end - SHARED_TIMELINE_WINDOW) : 0;
         const page = await this.shared.get(
-          `timeline:${roomId}:${end}:${pageSize}`,
+          `timeline:${near ? "near" : "far"}:${roomId}:${end}:${pageSize}`,
           roomId,
-          // Parsed once for all of them: a wave of thousands of answers parsed each event anew.
-          async () => (await this.d.rooms.eventsBetween(roomId, { after: sharedAfter, upto: end, dir: "b", limit: pageSize })).map((r) => ({ ...r, pdu: parseFrozen(r.json) })),
+          async () => (await this.d.rooms.eventsBetween(roomId, { after: from, upto: end, dir: "b", limit: pageSize })) as Array<EventRow & { type: string; pdu?: StoredPdu }>,
           (page) => page.reduce((n, r) => n + r.json.length * 3 + 200, 0),
         );
         rows = page.filter((r) => r.stream_ordering > after);
+        sharedRows = true;
         // The page reached back past `since`, or holds every event of its window: nothing older to ask for.
         lastPage = rows.length < page.length || page.length < pageSize;
       } else {
+        sharedRows = false;
         rows = await this.d.rooms.eventsBetween(roomId, { after, upto: cursor, dir: "b", limit: pageSize });
         // A short page is the start of the window: no need to ask again for nothing.
         lastPage = rows.length < pageSize;
       }
       if (rows.length === 0) break;
       for (const row of rows) {
+        if (sharedRows) row.pdu ??= parseFrozen(row.json);
         const ev = toClientEvent(row, { now, viewer, withRoomId: false }, row.pdu);
         if (!matchesEventFilter(tf, ev)) {
           cursor = row.stream_ordering - 1;
