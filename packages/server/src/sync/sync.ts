@@ -46,7 +46,7 @@ export const BUILDS_AT_ONCE = 16;
  * roomTimelineAndState): what long-polls ask for, and few rows. A page of the room's newest
  * events however old serves the rest; used for every long-poll, it read and held up to twice the
  * timeline limit per page where one or two rows were new, and the `sync` bench's incremental p99
- * rose by a third.
+ * rose by a third to a half.
  */
 const SHARED_TIMELINE_WINDOW = 100;
 
