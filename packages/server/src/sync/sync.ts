@@ -392,7 +392,7 @@ export class SyncService {
         const page = await this.shared.get(
           `timeline:${near ? "near" : "far"}:${roomId}:${end}:${pageSize}`,
           roomId,
-          async () => (await this.d.rooms.eventsBetween(roomId, { after: from, upto: end, dir: "b", limit: pageSize })) as Array<EventRow & { type: string; pdu?: StoredPdu }>,
+          (): Promise<Array<EventRow & { type: string; pdu?: StoredPdu }>> => this.d.rooms.eventsBetween(roomId, { after: from, upto: end, dir: "b", limit: pageSize }),
           (page) => page.reduce((n, r) => n + r.json.length * 3 + 200, 0),
         );
         rows = page.filter((r) => r.stream_ordering > after);
