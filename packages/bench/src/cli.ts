@@ -46,7 +46,7 @@ const usage = `usage: npm run bench -- --scenario ${Object.keys(scenarios).join(
   [--processes N --database-url URL]    Revier processes the bench starts (N > 1: PostgreSQL + NATS)
   [--bus-url nats://…] [--out DIR]
   [--server-pid PID]                    with --target: read that server's memory from /proc
-  [--cpu-prof DIR]                      CPU profile of the server during the measurement window, written there
+  [--cpu-prof DIR]                      CPU and allocation profiles of the server during the measurement window, written there
   scenario knobs: --senders N --seconds N (send), --members N --messages N --rate N (fanout),
                   --logins N --concurrency N (login),
                   --rooms N --connections N --rate N --seconds N --poll-timeout S --presence-online 1 (sync),

@@ -7,7 +7,7 @@ import { writeFileSync } from "node:fs";
 import { Session as InspectorSession } from "node:inspector";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { monitorEventLoopDelay, PerformanceObserver, type IntervalHistogram } from "node:perf_hooks";
+import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver, type IntervalHistogram } from "node:perf_hooks";
 import { loadConfig } from "@revier/server/dist/config.js";
 import { startServer } from "@revier/server/dist/server.js";
 
@@ -113,8 +113,23 @@ let inspector: InspectorSession | null = null;
  */
 let loopDelay: IntervalHistogram | null = null;
 const gcPauses: number[] = [];
+/** Pause time by kind of collection: young-generation scavenges and old-generation (major, incremental) work differ in what fixes them. */
+const gcByKind = new Map<string, { count: number; ms: number }>();
+const GC_KINDS: Record<number, string> = {
+  [perfConstants.NODE_PERFORMANCE_GC_MINOR]: "minor",
+  [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: "major",
+  [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: "incremental",
+  [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: "weak callbacks",
+};
 const gcObserver = new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) gcPauses.push(e.duration);
+  for (const e of list.getEntries()) {
+    gcPauses.push(e.duration);
+    const kind = GC_KINDS[((e as { detail?: { kind?: number } }).detail)?.kind ?? 0] ?? "other";
+    const k = gcByKind.get(kind) ?? { count: 0, ms: 0 };
+    k.count++;
+    k.ms += e.duration;
+    gcByKind.set(kind, k);
+  }
 });
 const post = (method: string, params?: object) =>
   new Promise<unknown>((resolve, reject) => inspector!.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result))));
@@ -177,20 +192,27 @@ process.on("message", (m: HostRequest) => {
           await post("Profiler.enable");
           await post("Profiler.setSamplingInterval", { interval: 1000 });
           await post("Profiler.start");
+          // Where the garbage comes from: a sampling allocation profile that keeps the samples of
+          // objects the collector has already freed (those are most of the collector's work).
+          await post("HeapProfiler.enable");
+          await post("HeapProfiler.startSampling", { samplingInterval: 64 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
           sqlTimes.clear();
           timingSql = true;
           loopDelay = monitorEventLoopDelay({ resolution: 10 });
           loopDelay.enable();
           gcPauses.length = 0;
+          gcByKind.clear();
           gcObserver.observe({ entryTypes: ["gc"] });
           send({ type: "profile", file: null });
         } else {
           if (!inspector) return send({ type: "profile", file: null });
           const { profile } = (await post("Profiler.stop")) as { profile: unknown };
+          const { profile: allocations } = (await post("HeapProfiler.stopSampling")) as { profile: unknown };
           inspector.disconnect();
           inspector = null;
           const file = path.join(profileDir, `${m.label}-${process.pid}.cpuprofile`);
           writeFileSync(file, JSON.stringify(profile));
+          writeFileSync(file.replace(/\.cpuprofile$/, ".heapprofile"), JSON.stringify(allocations));
           timingSql = false;
           if (loopDelay) {
             loopDelay.disable();
@@ -203,7 +225,9 @@ process.on("message", (m: HostRequest) => {
               JSON.stringify(
                 {
                   event_loop_delay_ms: { p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max) },
-                  gc_pauses: { count: sorted.length, total_ms: Math.round(sorted.reduce((a, b) => a + b, 0)), p99_ms: at(0.99), max_ms: Math.round((sorted.at(-1) ?? 0) * 100) / 100 },
+                  gc_pauses: { count: sorted.length, total_ms: Math.round(sorted.reduce((a, b) => a + b, 0)), p99_ms: at(0.99), max_ms: Math.round((sorted.at(-1) ?? 0) * 100) / 100,
+                    by_kind: Object.fromEntries([...gcByKind].map(([kind, k]) => [kind, { count: k.count, total_ms: Math.round(k.ms) }])),
+                  },
                 },
                 null,
                 1,
