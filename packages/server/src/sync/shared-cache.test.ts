@@ -55,3 +55,18 @@ test("the oldest answers go once the byte bound is passed", async () => {
   assert.equal(await cache.get("c", undefined, compute), 3);
   assert.equal(await cache.get("a", undefined, compute), 4);
 });
+
+test("expired answers are dropped at the next miss, not kept until the bounds push them out", async () => {
+  const cache = new SharedSyncCache(1000);
+  for (let i = 0; i < 50; i++) await cache.get(`old:${i}`, i % 2 === 0 ? "!r:x" : undefined, async () => i, undefined, i);
+  assert.equal(cache.size, 50);
+  // Within the lifetime of the newest old entry: the first ones have expired, the rest stay.
+  await cache.get("new:a", undefined, async () => "a", undefined, 1010);
+  assert.equal(cache.size, 50 - 11 + 1);
+  await cache.get("new:b", undefined, async () => "b", undefined, 5000);
+  assert.equal(cache.size, 1);
+  // The room index lost them too: dropping the room now touches nothing that is left.
+  cache.dropRoom("!r:x");
+  assert.equal(cache.size, 1);
+  assert.equal(await cache.get("new:b", undefined, async () => "other", undefined, 5001), "b");
+});

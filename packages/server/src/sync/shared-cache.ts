@@ -28,6 +28,7 @@ export class SharedSyncCache {
     const hit = this.entries.get(key);
     if (hit && hit.expires > now) return hit.value as Promise<T>;
     if (hit) this.delete(key);
+    this.dropExpired(now);
     const value = compute();
     if (this.entries.size >= this.limit) this.delete(this.entries.keys().next().value!);
     const entry = { expires: now + this.ttlMs, value: value as Promise<unknown>, room, bytes: 0 };
@@ -53,6 +54,26 @@ export class SharedSyncCache {
       },
     );
     return value;
+  }
+
+  /** Entries held (expired ones included until the next miss sweeps them). */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /**
+   * Expired answers go at the next miss rather than only when their own key is asked again or the
+   * bounds push them out: keys name stream positions, so most are never asked again, and a wave
+   * of initial syncs (each at a position of its own) used to leave the cache at its byte bound —
+   * 64 MB of timeline pages nobody would be served — for as long as the server ran. A quiet
+   * server has no misses: the sweepers call this too. The entries are in insertion order and
+   * share one lifetime, so the expired ones are at the front.
+   */
+  dropExpired(now = Date.now()): void {
+    for (const [key, e] of this.entries) {
+      if (e.expires > now) break;
+      this.delete(key);
+    }
   }
 
   /** Something in the room changed: nothing cached about it may be served again. */

@@ -126,6 +126,11 @@ export class SyncService {
     });
   }
 
+  /** Lets go of shared answers that have expired (see SharedSyncCache.dropExpired). */
+  dropExpired(): void {
+    this.shared.dropExpired();
+  }
+
   extend(ext: SyncExtension): void {
     this.extensions.push(ext);
   }
