@@ -186,4 +186,43 @@ describeEachDatabase("/sync unread counts carried forward", ({ server }) => {
     // The push badge counts the same across rooms.
     assert.equal(await s.pushDelivery.unreadCount(emil.user_id), 4);
   });
+
+  test("an initial sync's counts carry into a long-poll whose window is wide; over 100 of the room's events count afresh", async () => {
+    const s = server().services;
+    await server().createUser("un_fred");
+    const fred = await server().login("un_fred");
+    assert.equal((await call("POST", `/_matrix/client/v3/join/${enc(roomId)}`, fred.access_token, {})).status, 200);
+    await say(anna, "vor Freds erstem Sync");
+    const initial = await check(fred);
+    assert.deepEqual(initial, { notify: 1, highlight: 0 });
+    // Fresh counts of Fred's room made while his syncs are answered (the check's own count is after).
+    const freshCounts = { n: 0 };
+    const unreadCounts = s.push.unreadCounts.bind(s.push);
+    s.push.unreadCounts = (userId, room, upto) => {
+      if (userId === fred.user_id && room === roomId) freshCounts.n++;
+      return unreadCounts(userId, room, upto);
+    };
+    try {
+      // The stream moves on by more than 100 positions elsewhere (as thousands of members
+      // connecting move it), then one message for Fred.
+      for (let i = 0; i < 110; i++) assert.equal((await call("PUT", `/_matrix/client/v3/user/${enc(anna.user_id)}/account_data/org.revier.test.step`, anna.access_token, { i })).status, 200);
+      await say(anna, "Fred bitte melden", [fred.user_id]);
+      const since = tokens.get(fred.access_token)!;
+      const res = await call("GET", `/_matrix/client/v3/sync?timeout=0&since=${since}`, fred.access_token);
+      assert.ok(Number(String(res.body.next_batch).slice(1)) - Number(since.slice(1)) > 100, "the window is wider than the near page");
+      assert.equal(freshCounts.n, 0, "carried forward from the initial sync's count");
+      assert.deepEqual(res.body.rooms.join[roomId].unread_notifications, { notification_count: 2, highlight_count: 1 });
+      await check(fred, since);
+      // More of the room's events than a carried window may hold: counted afresh, and right.
+      for (let i = 0; i < 101; i++) await say(anna, `Lage ${i}`);
+      freshCounts.n = 0;
+      assert.deepEqual(await check(fred), { notify: 103, highlight: 1 });
+      assert.equal(freshCounts.n, 2, "counted afresh (once by the sync, once by the check)");
+      // What an initial sync remembers is its count as of its own position, not of what came after.
+      const atInitial = (await s.push.unreadCountsFor(fred.user_id, Number(since.slice(1)))).get(roomId);
+      assert.deepEqual({ notify: atInitial?.notify, highlight: atInitial?.highlight }, { notify: 1, highlight: 0 });
+    } finally {
+      s.push.unreadCounts = unreadCounts;
+    }
+  });
 });

@@ -82,7 +82,7 @@ function unreadQuery(db: Db, userId: string, upto: number, roomId?: string) {
 // Every /sync asks it for each room with news it cannot carry (sync/unread-tracker.ts), a wave of
 // woken long-polls thousands of times: compiled once (see prepared.ts).
 const selectUnreadInRoom = prepared((db, userId: string, roomId: string, upto: number) => unreadQuery(db, userId, upto, roomId));
-const selectUnreadByRoom = prepared((db, userId: string) => unreadQuery(db, userId, Number.MAX_SAFE_INTEGER));
+const selectUnreadByRoom = prepared((db, userId: string, upto: number) => unreadQuery(db, userId, upto));
 
 function tally(rows: ReadonlyArray<{ room_id: string; n: number; h: number | null }>): Map<string, UnreadCounts> {
   const out = new Map<string, UnreadCounts>();
@@ -101,11 +101,11 @@ export async function unreadInRoom(db: Db, userId: string, roomId: string, upto:
 }
 
 /**
- * unreadInRoom for every room the user is joined to, in one statement (an initial /sync, a push
- * badge). Rooms without unread notifications are absent.
+ * unreadInRoom for every room the user is joined to, up to `upto`, in one statement (an initial
+ * /sync, a push badge). Rooms without unread notifications are absent.
  */
-export async function unreadByRoom(db: Db, userId: string): Promise<Map<string, UnreadCounts>> {
-  return tally(await selectUnreadByRoom(db, userId));
+export async function unreadByRoom(db: Db, userId: string, upto = Number.MAX_SAFE_INTEGER): Promise<Map<string, UnreadCounts>> {
+  return tally(await selectUnreadByRoom(db, userId, upto));
 }
 
 /** Who one event notifies, as recorded: the shared outcome, and the members who got another. */

@@ -229,8 +229,8 @@ export class PushService {
    * unreadCounts for every room of a user at once (an initial /sync): one query instead of one per
    * room. Rooms without notifications after the read receipt are absent (all zero).
    */
-  unreadCountsFor(userId: string): Promise<Map<string, UnreadCounts>> {
-    return unreadByRoom(this.db, userId);
+  unreadCountsFor(userId: string, upto = Number.MAX_SAFE_INTEGER): Promise<Map<string, UnreadCounts>> {
+    return unreadByRoom(this.db, userId, upto);
   }
 
   /** Pushers of a user (spec `GET /pushers`). */

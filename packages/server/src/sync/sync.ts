@@ -4,6 +4,7 @@ import type { StreamWriter } from "../storage/stream.js";
 import type { Rooms, VisibleRange } from "../rooms/rooms.js";
 import type { AccountData } from "../users/account-data.js";
 import type { PushService } from "../push/push-service.js";
+import type { UnreadCounts } from "../push/notifications.js";
 import type { Ephemeral } from "../rooms/ephemeral.js";
 import type { CancelSignal, Notifier } from "./notifier.js";
 import type { Devices } from "../users/devices.js";
@@ -263,7 +264,7 @@ export class SyncService {
         ? {
             ranges: await this.d.rooms.visibleRanges(viewer.userId, joinedIds),
             typing: filterEphemeral(roomFilter) ? await this.d.ephemeral.typingIn(joinedIds) : new Map<string, string[]>(),
-            unread: await this.d.push.unreadCountsFor(viewer.userId),
+            unread: await this.d.push.unreadCountsFor(viewer.userId, upto),
           }
         : null;
 
@@ -294,7 +295,13 @@ export class SyncService {
       // room (receipts lower a count) and the user's member event is older than the window (the
       // room's shared notifications count for them from their join on).
       const carry = news !== null && since !== null && m.stream_ordering <= since && news.receipts.get(m.room_id)?.has(viewer.userId) !== true;
-      const counts = initial ? (initial.unread.get(m.room_id) ?? NO_UNREAD) : await this.unread.counts(viewer.userId, viewer.deviceId, m.room_id, since, upto, carry);
+      let counts: Pick<UnreadCounts, "notify" | "highlight">;
+      if (initial) {
+        counts = initial.unread.get(m.room_id) ?? NO_UNREAD;
+        this.unread.remember(viewer.userId, viewer.deviceId, m.room_id, upto, counts);
+      } else {
+        counts = await this.unread.counts(viewer.userId, viewer.deviceId, m.room_id, since, upto, carry);
+      }
       roomData.unread_notifications = { notification_count: counts.notify, highlight_count: counts.highlight };
       join[m.room_id] = roomData;
     }

@@ -3,8 +3,22 @@ import { notifiesMember, outcomeAt, type OutcomeAt, type UnreadCounts } from "..
 import { prepared } from "../storage/prepared.js";
 import type { SharedSyncCache } from "./shared-cache.js";
 
-/** Widest window (in stream positions) carried forward; wider ones count afresh. */
-const MAX_STEP = 100;
+/**
+ * Windows (in stream positions) up to this wide read the room's positions from a page shared by
+ * everyone answered at the same upper position; a long-poll's windows are this narrow.
+ */
+const NEAR = 100;
+/**
+ * Widest window carried forward; wider ones count afresh. Beyond the near page they read a second
+ * page: the room's newest MAX_EVENTS + 1 positions in the last FAR positions. That is the first
+ * wave after thousands of members connected (their connecting moved the stream thousands of
+ * positions, and each counted afresh: a fresh count per member was the wave's largest SQL item).
+ * Matches the widest window whose news sync shares (SHARED_WINDOW): beyond it there are no window
+ * news to vouch for the absence of receipts, so nothing is carried anyway.
+ */
+const FAR = 5000;
+/** Most of the room's events a carried window may hold (each is looked at per member); more count afresh. */
+const MAX_EVENTS = 100;
 /**
  * How long counts are carried forward before they are counted afresh. Retention removes push
  * actions of expired events without a sign this process would see; this bounds how long a count
@@ -14,8 +28,16 @@ const MAX_AGE_MS = 5 * 60_000;
 /** Devices × rooms remembered; the least recently answered go first. */
 const LIMIT = 200_000;
 
-const selectRoomPositions = prepared((db, roomId: string, since: number, upto: number) =>
-  db.selectFrom("events").select("stream_ordering").where("room_id", "=", roomId).where("stream_ordering", ">", since).where("stream_ordering", "<=", upto),
+/** The room's newest `limit` event positions in (since, upto], newest first. */
+const selectRoomPositions = prepared((db, roomId: string, since: number, upto: number, limit: number) =>
+  db
+    .selectFrom("events")
+    .select("stream_ordering")
+    .where("room_id", "=", roomId)
+    .where("stream_ordering", ">", since)
+    .where("stream_ordering", "<=", upto)
+    .orderBy("stream_ordering", "desc")
+    .limit(limit),
 );
 
 interface Entry {
@@ -57,39 +79,58 @@ export class UnreadTracker {
     const key = `${userId}\u0000${deviceId}\u0000${roomId}`;
     const last = this.entries.get(key);
     let next: Entry;
-    if (last && carry && since !== null && last.pos === since && upto >= since && upto - since <= MAX_STEP && now - last.counted < MAX_AGE_MS) {
+    const carried =
+      last && carry && since !== null && last.pos === since && upto >= since && upto - since <= FAR && now - last.counted < MAX_AGE_MS
+        ? upto > since
+          ? await this.positions(roomId, since, upto)
+          : []
+        : null;
+    if (last && carried !== null) {
       next = { pos: upto, notify: last.notify, highlight: last.highlight, counted: last.counted };
-      if (upto > since) {
-        for (const pos of await this.positions(roomId, since, upto)) {
-          const h = notifiesMember(await this.outcomeAt(pos), userId);
-          if (h === undefined) continue;
-          next.notify += 1;
-          next.highlight += h;
-        }
+      for (const pos of carried) {
+        const h = notifiesMember(await this.outcomeAt(pos), userId);
+        if (h === undefined) continue;
+        next.notify += 1;
+        next.highlight += h;
       }
     } else {
       const fresh = await this.countAfresh(userId, roomId, upto);
       next = { pos: upto, notify: fresh.notify, highlight: fresh.highlight, counted: now };
     }
-    this.entries.delete(key);
-    this.entries.set(key, next);
-    if (this.entries.size > LIMIT) this.entries.delete(this.entries.keys().next().value!);
+    this.keep(key, next);
     return { notify: next.notify, highlight: next.highlight };
   }
 
   /**
-   * Positions of the room's events in (since, upto]. Asked once per room and upper position for
-   * the last MAX_STEP positions, which cover every window carried forward: members whose last
-   * answers were at different positions still share it.
+   * Counts an initial sync counted afresh for every room at once, as of `upto`: the device's first
+   * long-poll carries them forward instead of counting each room again.
    */
-  private async positions(roomId: string, since: number, upto: number): Promise<number[]> {
-    const recent = await this.shared.get(
-      `positions:${roomId}:${upto}`,
+  remember(userId: string, deviceId: string, roomId: string, upto: number, counts: Pick<UnreadCounts, "notify" | "highlight">, now = Date.now()): void {
+    this.keep(`${userId}\u0000${deviceId}\u0000${roomId}`, { pos: upto, notify: counts.notify, highlight: counts.highlight, counted: now });
+  }
+
+  private keep(key: string, entry: Entry): void {
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    if (this.entries.size > LIMIT) this.entries.delete(this.entries.keys().next().value!);
+  }
+
+  /**
+   * Positions of the room's events in (since, upto], or null when there are more than MAX_EVENTS.
+   * Asked once per room and upper position — for the last NEAR positions, or the room's newest
+   * events in the last FAR — so members whose last answers were at different positions still
+   * share it.
+   */
+  private async positions(roomId: string, since: number, upto: number): Promise<number[] | null> {
+    const near = upto - since <= NEAR;
+    const page = await this.shared.get(
+      `positions:${near ? "near" : "far"}:${roomId}:${upto}`,
       roomId,
-      async () => (await selectRoomPositions(this.db, roomId, Math.max(0, upto - MAX_STEP), upto)).map((r) => Number(r.stream_ordering)),
+      async () => (await selectRoomPositions(this.db, roomId, Math.max(0, upto - (near ? NEAR : FAR)), upto, near ? NEAR : MAX_EVENTS + 1)).map((r) => Number(r.stream_ordering)),
       (p) => 64 + p.length * 16,
     );
-    return recent.filter((p) => p > since);
+    const mine = page.filter((p) => p > since);
+    return mine.length > MAX_EVENTS ? null : mine;
   }
 
   /**
