@@ -158,6 +158,14 @@ describeEachDatabase("/sync", ({ server }) => {
     assert.equal(f.status, 200);
     assertConformsToSpec("POST", "/_matrix/client/v3/user/{userId}/filter", 200, f.body);
     const since = (await sync(bert.access_token, { filter: f.body.filter_id })).next_batch;
+    // Filter ids are per user: Bert's id means nothing for Anna, and an unknown id is an error.
+    for (const [token, id] of [
+      [anna.access_token, f.body.filter_id],
+      [bert.access_token, "999999"],
+    ]) {
+      const bad = await api<Json>(server().url, "GET", `/_matrix/client/v3/sync?timeout=0&filter=${enc(id)}`, { token });
+      assert.deepEqual([bad.status, bad.body.errcode], [400, "M_INVALID_PARAM"]);
+    }
     const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { invite: [bert.user_id], name: "Geheim" } });
     const roomId = r.body.room_id;
     const inv = await sync(bert.access_token, { since, filter: f.body.filter_id });

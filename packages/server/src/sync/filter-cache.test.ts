@@ -32,15 +32,16 @@ test("a filter is loaded once per key, handed out frozen, and the cache stays bo
 test("stored filters are read once per user and id, however many there are, and a missing one is not remembered", async () => {
   const cache = new FilterCache(2, 3);
   const reads: string[] = [];
-  const read = (key: string, text: string | undefined) => async () => {
+  const filters = new Map(["a", "b", "c", "d", "e"].map((u) => [u, { room: { rooms: [`!${u}:x`] } } as Filter]));
+  const read = (key: string, filter: Filter | undefined) => async () => {
     reads.push(key);
-    return text;
+    return filter;
   };
-  for (let round = 0; round < 2; round++) for (const u of ["a", "b", "c"]) assert.equal(await cache.storedText(`@${u}\u00001`, read(u, `{"u":"${u}"}`)), `{"u":"${u}"}`);
+  for (let round = 0; round < 2; round++) for (const u of ["a", "b", "c"]) assert.equal(await cache.storedFilter(`@${u}\u00001`, read(u, filters.get(u))), filters.get(u));
   assert.deepEqual(reads, ["a", "b", "c"], "three users fit; the second round reads nothing");
-  await cache.storedText("@d\u00001", read("d", "{}")); // "a" is the least recently used and goes
-  await cache.storedText("@a\u00001", read("a", "{}"));
+  await cache.storedFilter("@d\u00001", read("d", filters.get("d"))); // "a" is the least recently used and goes
+  await cache.storedFilter("@a\u00001", read("a", filters.get("a")));
   assert.deepEqual(reads, ["a", "b", "c", "d", "a"]);
-  assert.equal(await cache.storedText("@e\u00009", read("e", undefined)), undefined);
-  assert.equal(await cache.storedText("@e\u00009", read("e", "{}")), "{}", "an unknown id is asked again (it may be uploaded later)");
+  assert.equal(await cache.storedFilter("@e\u00009", read("e", undefined)), undefined);
+  assert.equal(await cache.storedFilter("@e\u00009", read("e", filters.get("e"))), filters.get("e"), "an unknown id is asked again (it may be uploaded later)");
 });

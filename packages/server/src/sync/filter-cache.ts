@@ -12,19 +12,20 @@ const MAX_KEY = 4096;
 export class FilterCache {
   private readonly entries = new Map<string, Filter>();
   /**
-   * Stored filters by user and id, as their JSON text: one per user and client, so as many as
-   * there are users syncing (a few hundred bytes each); the parsed filter is then looked up by
-   * its text, and clients that store the same filter (every Element does) share one.
+   * Stored filters by user and id: one per user and client, so as many as there are users
+   * syncing. The entries point at the filters parsed by text (see get), so clients that store the
+   * same filter (every Element does) share one object, and a request's lookup hashes a short key
+   * instead of a filter's whole text.
    */
-  private readonly stored = new Map<string, string>();
+  private readonly stored = new Map<string, Filter>();
 
   constructor(
     private readonly limit = 2000,
     private readonly storedLimit = 50_000,
   ) {}
 
-  /** The text of a stored filter, read with `load` once (undefined: there is no such filter). */
-  storedText(key: string, load: () => Promise<string | undefined>): Promise<string | undefined> {
+  /** A stored filter, read and parsed with `load` once (undefined: there is no such filter). */
+  storedFilter(key: string, load: () => Promise<Filter | undefined>): Promise<Filter | undefined> {
     return remembered(this.stored, this.storedLimit, key, load);
   }
 

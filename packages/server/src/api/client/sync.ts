@@ -11,12 +11,12 @@ async function resolveFilter(s: Services, userId: string, raw: string | undefine
   if (raw === undefined || raw === "") return undefined;
   try {
     if (raw.trimStart().startsWith("{")) return await parsedFilter(s, raw);
-    const text = await s.sync.filters.storedText(`${userId}\u0000${raw}`, async () => {
+    const filter = await s.sync.filters.storedFilter(`${userId}\u0000${raw}`, async () => {
       const stored = await s.accountData.getFilter(userId, raw);
-      return stored === undefined ? undefined : JSON.stringify(stored);
+      return stored === undefined ? undefined : parsedFilter(s, JSON.stringify(stored));
     });
-    if (text === undefined) throw new MatrixError("M_INVALID_PARAM", "Unknown filter id");
-    return await parsedFilter(s, text);
+    if (filter === undefined) throw new MatrixError("M_INVALID_PARAM", "Unknown filter id");
+    return filter;
   } catch (err) {
     if (err instanceof FilterError) throw new MatrixError("M_INVALID_PARAM", `Invalid filter: ${err.message}`);
     throw err;
