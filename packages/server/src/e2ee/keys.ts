@@ -70,6 +70,16 @@ const selectKeyCounts = prepared((db, userId: string, deviceId: string) =>
     .groupBy("algorithm"),
 );
 
+// Every /sync answer runs it (deviceSyncState): compiled once.
+const selectDeviceSyncState = prepared(
+  (_db, userId: string, deviceId: string, acknowledged: number) => sql<{ kind: string; algorithm: string; n: number | string }>`
+      select 'otk' as kind, algorithm, count(*) as n from e2e_one_time_keys where user_id = ${userId} and device_id = ${deviceId} group by algorithm
+      union all
+      select 'fallback' as kind, algorithm, 0 as n from e2e_fallback_keys where user_id = ${userId} and device_id = ${deviceId} and used = 0
+      union all
+      select 'delivered' as kind, '' as algorithm, 1 as n where exists (select 1 from device_inbox where user_id = ${userId} and device_id = ${deviceId} and stream_pos <= ${acknowledged})`,
+);
+
 /**
  * Device keys, one-time and fallback keys, cross-signing keys and signatures. Key material is
  * stored as uploaded; the server never holds a private key.
@@ -185,12 +195,7 @@ export class E2eeKeys {
    * `acknowledged` wait to be deleted (see ToDevice.deliver).
    */
   async deviceSyncState(userId: string, deviceId: string, acknowledged: number): Promise<{ counts: Record<string, number>; fallbacks: string[]; delivered: boolean }> {
-    const { rows } = await sql<{ kind: string; algorithm: string; n: number | string }>`
-      select 'otk' as kind, algorithm, count(*) as n from e2e_one_time_keys where user_id = ${userId} and device_id = ${deviceId} group by algorithm
-      union all
-      select 'fallback' as kind, algorithm, 0 as n from e2e_fallback_keys where user_id = ${userId} and device_id = ${deviceId} and used = 0
-      union all
-      select 'delivered' as kind, '' as algorithm, 1 as n where exists (select 1 from device_inbox where user_id = ${userId} and device_id = ${deviceId} and stream_pos <= ${acknowledged})`.execute(this.db);
+    const rows = await selectDeviceSyncState(this.db, userId, deviceId, acknowledged);
     const counts: Record<string, number> = { signed_curve25519: 0 };
     const fallbacks: string[] = [];
     let delivered = false;

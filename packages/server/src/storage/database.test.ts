@@ -4,7 +4,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
+import { sql } from "kysely";
 import { migrate, openSqlite, type Storage } from "./database.js";
+import { prepared } from "./prepared.js";
 
 // The SQLite driver lets reads share one read transaction per event-loop turn. These tests pin
 // down what that may and may not change about what a read sees.
@@ -58,5 +60,49 @@ describe("SQLite reads share a snapshot only within one turn", () => {
     await nextTurn();
     const [after] = other.pragma("wal_checkpoint(TRUNCATE)") as Array<{ busy: number; log: number }>;
     assert.deepEqual([after!.busy, after!.log], [0, 0]);
+  });
+
+  describe("compiled reads outside a transaction go to the read connection directly", () => {
+    const selectValue = prepared((db, name: string) => db.selectFrom("counters").select("value").where("name", "=", name));
+    const insertRaw = prepared((_db, name: string, v: number) => sql<{ value: number }>`insert into counters (name, value) values (${name}, ${v}) returning value`);
+    /** Calls of Kysely's executor on `storage.db` while `f` runs. */
+    const executorCalls = async (f: () => Promise<unknown>) => {
+      const db = storage.db as unknown as { executeQuery: (...a: unknown[]) => unknown };
+      const original = db.executeQuery;
+      let calls = 0;
+      db.executeQuery = (...a: unknown[]) => {
+        calls++;
+        return original.apply(storage.db, a);
+      };
+      try {
+        await f();
+      } finally {
+        delete (db as { executeQuery?: unknown }).executeQuery;
+      }
+      assert.equal(db.executeQuery, original);
+      return calls;
+    };
+
+    test("without Kysely's executor, and seeing this process's commit in the same turn", async () => {
+      assert.equal(await executorCalls(async () => assert.deepEqual(await selectValue(storage.db, "db-test-d"), [])), 0);
+      await storage.db.transaction().execute((tx) => tx.insertInto("counters").values({ name: "db-test-d", value: 4 }).execute());
+      assert.equal(await executorCalls(async () => assert.deepEqual(await selectValue(storage.db, "db-test-d"), [{ value: 4 }])), 0);
+    });
+
+    test("inside a transaction on the transaction's connection: its own uncommitted write is seen", async () => {
+      await storage.db.transaction().execute(async (tx) => {
+        await tx.insertInto("counters").values({ name: "db-test-e", value: 5 }).execute();
+        assert.deepEqual(await selectValue(tx, "db-test-e"), [{ value: 5 }]);
+        // Outside it, not yet.
+        assert.deepEqual(await selectValue(storage.db, "db-test-e"), []);
+      });
+      assert.deepEqual(await selectValue(storage.db, "db-test-e"), [{ value: 5 }]);
+    });
+
+    test("a compiled statement that writes still goes through the writer", async () => {
+      assert.equal(await executorCalls(async () => assert.deepEqual(await insertRaw(storage.db, "db-test-f", 6), [{ value: 6 }])), 1);
+      assert.deepEqual(await selectValue(storage.db, "db-test-f"), [{ value: 6 }]);
+      assert.equal((other.prepare("select value from counters where name = 'db-test-f'").get() as { value: number }).value, 6);
+    });
   });
 });

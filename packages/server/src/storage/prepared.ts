@@ -1,5 +1,6 @@
-import { createQueryId, type Compilable, type Kysely, type RootOperationNode } from "kysely";
+import { createQueryId, type Compilable, type Kysely, type RawBuilder, type RootOperationNode } from "kysely";
 import type { Database } from "./schema.js";
+import { directRead } from "./database.js";
 
 /** Values a prepared query can bind. */
 type Param = string | number | bigint | null;
@@ -26,9 +27,12 @@ interface Compiled {
  *
  * The builder receives placeholders in place of the arguments, so it must produce the same SQL
  * whatever the values: use each argument as a plain value (`where(col, "=", x)`, `values({…})`,
- * `limit(x)`), never inspect it, and never pass arrays (`in` lists vary in length).
+ * `limit(x)`, `${x}` in raw SQL), never inspect it, and never pass arrays (`in` lists vary in
+ * length).
+ *
+ * On SQLite, reads outside a transaction go to the read connection directly (see directRead).
  */
-export function prepared<A extends Param[], O>(build: (db: Kysely<Database>, ...args: A) => Compilable<O>): (db: Kysely<Database>, ...args: A) => Promise<O[]> {
+export function prepared<A extends Param[], O>(build: (db: Kysely<Database>, ...args: A) => Compilable<O> | RawBuilder<O>): (db: Kysely<Database>, ...args: A) => Promise<O[]> {
   // Keyed by the dialect's adapter class: a Kysely instance and its transactions share it.
   const byDialect = new Map<unknown, Compiled>();
   return async (db, ...args) => {
@@ -36,7 +40,9 @@ export function prepared<A extends Param[], O>(build: (db: Kysely<Database>, ...
     let c = byDialect.get(dialect);
     if (!c) {
       const slots = args.map((_, i) => new Slot(i));
-      const compiled = build(db, ...(slots as unknown as A)).compile();
+      const built = build(db, ...(slots as unknown as A));
+      // Raw SQL (sql`…`) compiles against the database it will run on.
+      const compiled = "isRawBuilder" in built ? built.compile(db) : built.compile();
       const bind = compiled.parameters.map((p) => (p instanceof Slot ? p.index : { value: p }));
       const used = new Set(bind.filter((b): b is number => typeof b === "number"));
       if (used.size !== args.length) throw new Error(`prepared query does not bind each argument exactly as a value: ${compiled.sql}`);
@@ -44,6 +50,8 @@ export function prepared<A extends Param[], O>(build: (db: Kysely<Database>, ...
       byDialect.set(dialect, c);
     }
     const parameters = c.bind.map((b) => (typeof b === "number" ? args[b] : b.value));
+    const direct = directRead(db, c.sql, parameters);
+    if (direct !== undefined) return direct as O[];
     const result = await db.executeQuery<O>({ sql: c.sql, query: c.query, parameters, queryId: createQueryId() });
     return result.rows;
   };
