@@ -46,3 +46,21 @@ test("queued tasks that never wait for I/O still let the event loop turn between
   assert.ok(finishedWhenLoopTurned >= 0 && finishedWhenLoopTurned < 10, `the loop turned only after ${finishedWhenLoopTurned} of 50 tasks`);
   assert.deepEqual(finished, [...finished].sort((a, b) => a - b), "still in arrival order");
 });
+
+test("a queue of thousands is served in arrival order", async () => {
+  const limiter = new Limiter(3);
+  const order: number[] = [];
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const all = Array.from({ length: 5000 }, (_, i) =>
+    limiter.run(async () => {
+      if (i < 3) await gate;
+      order.push(i);
+    }),
+  );
+  assert.equal(limiter.queued, 4997);
+  open();
+  await Promise.all(all);
+  assert.deepEqual(order, Array.from({ length: 5000 }, (_, i) => i));
+  assert.equal(limiter.queued, 0);
+});

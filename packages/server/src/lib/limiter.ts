@@ -10,7 +10,9 @@
  */
 export class Limiter {
   private running = 0;
-  private readonly waiting: Array<() => void> = [];
+  /** Waiters from `head` on, oldest first: a queue of thousands, so no `shift()` (it moves them all). */
+  private waiting: Array<() => void> = [];
+  private head = 0;
 
   constructor(private readonly limit: number) {}
 
@@ -20,7 +22,14 @@ export class Limiter {
     try {
       return await task();
     } finally {
-      const next = this.waiting.shift();
+      const next = this.head < this.waiting.length ? this.waiting[this.head++] : undefined;
+      if (this.head === this.waiting.length) {
+        this.waiting = [];
+        this.head = 0;
+      } else if (this.head >= 1024 && this.head * 2 >= this.waiting.length) {
+        this.waiting = this.waiting.slice(this.head);
+        this.head = 0;
+      }
       // The slot passes straight to the next waiter, so nobody can jump the queue in between. It
       // starts from a macrotask: with SQLite answering synchronously, a task can run from start
       // to end in microtasks, and handing over directly would chain a whole wave of thousands
@@ -31,6 +40,6 @@ export class Limiter {
   }
 
   get queued(): number {
-    return this.waiting.length;
+    return this.waiting.length - this.head;
   }
 }

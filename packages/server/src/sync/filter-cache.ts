@@ -39,13 +39,17 @@ export class FilterCache {
 
 /**
  * `map[key]`, or what `load` gives, kept there (unless undefined) with the least recently used
- * entries beyond `limit` dropped. Failed loads are not kept.
+ * entries beyond `limit` dropped (recency counts from when the map is half full). Failed loads are
+ * not kept.
  */
 async function remembered<V>(map: Map<string, V>, limit: number, key: string, load: () => Promise<V | undefined>): Promise<V | undefined> {
   const hit = map.get(key);
   if (hit !== undefined) {
-    map.delete(key);
-    map.set(key, hit);
+    // Refreshed only once the map is half full (see MembershipCache.get).
+    if (map.size > limit / 2) {
+      map.delete(key);
+      map.set(key, hit);
+    }
     return hit;
   }
   const value = await load();

@@ -30,9 +30,13 @@ export class MembershipCache {
   get(userId: string): Promise<MemberRow[]> {
     const hit = this.entries.get(userId);
     if (hit) {
-      // Re-inserted: Map order is the LRU order.
-      this.entries.delete(userId);
-      this.entries.set(userId, hit);
+      // Re-inserted: Map order is the LRU order. Only once the cache is half full: below that
+      // nothing is evicted, and every delete leaves a hole the Map compacts by rehashing all
+      // its entries (a long-poll cycle of thousands of members did that over and over).
+      if (this.entries.size > this.limit / 2) {
+        this.entries.delete(userId);
+        this.entries.set(userId, hit);
+      }
       return hit;
     }
     const loading = this.load(userId);

@@ -78,27 +78,41 @@ export class UnreadTracker {
   async counts(userId: string, deviceId: string, roomId: string, since: number | null, upto: number, carry: boolean, now = Date.now()): Promise<Pick<UnreadCounts, "notify" | "highlight">> {
     const key = `${userId}\u0000${deviceId}\u0000${roomId}`;
     const last = this.entries.get(key);
-    let next: Entry;
     const carried =
       last && carry && since !== null && last.pos === since && upto >= since && upto - since <= FAR && now - last.counted < MAX_AGE_MS
         ? upto > since
           ? await this.positions(roomId, since, upto)
           : []
         : null;
+    let notify: number;
+    let highlight: number;
+    let counted: number;
     if (last && carried !== null) {
-      next = { pos: upto, notify: last.notify, highlight: last.highlight, counted: last.counted };
+      ({ notify, highlight, counted } = last);
       for (const pos of carried) {
         const h = notifiesMember(await this.outcomeAt(pos), userId);
         if (h === undefined) continue;
-        next.notify += 1;
-        next.highlight += h;
+        notify += 1;
+        highlight += h;
       }
     } else {
       const fresh = await this.countAfresh(userId, roomId, upto);
-      next = { pos: upto, notify: fresh.notify, highlight: fresh.highlight, counted: now };
+      ({ notify, highlight } = fresh);
+      counted = now;
     }
-    this.keep(key, next);
-    return { notify: next.notify, highlight: next.highlight };
+    // The entry is updated where it is rather than replaced: a new object per answer would live
+    // until the device's next answer, long enough for the collector to copy it twice.
+    const current = this.entries.get(key);
+    if (current) {
+      current.pos = upto;
+      current.notify = notify;
+      current.highlight = highlight;
+      current.counted = counted;
+      this.touch(key, current);
+    } else {
+      this.keep(key, { pos: upto, notify, highlight, counted });
+    }
+    return { notify, highlight };
   }
 
   /**
@@ -113,6 +127,13 @@ export class UnreadTracker {
     this.entries.delete(key);
     this.entries.set(key, entry);
     if (this.entries.size > LIMIT) this.entries.delete(this.entries.keys().next().value!);
+  }
+
+  /** Marks an entry as just used: re-inserted once the map is half full (see MembershipCache.get). */
+  private touch(key: string, entry: Entry): void {
+    if (this.entries.size <= LIMIT / 2) return;
+    this.entries.delete(key);
+    this.entries.set(key, entry);
   }
 
   /**
