@@ -78,17 +78,15 @@ export class UnreadTracker {
   async counts(userId: string, deviceId: string, roomId: string, since: number | null, upto: number, carry: boolean, now = Date.now()): Promise<Pick<UnreadCounts, "notify" | "highlight">> {
     const key = `${userId}\u0000${deviceId}\u0000${roomId}`;
     const last = this.entries.get(key);
-    const carried =
-      last && carry && since !== null && last.pos === since && upto >= since && upto - since <= FAR && now - last.counted < MAX_AGE_MS
-        ? upto > since
-          ? await this.positions(roomId, since, upto)
-          : []
-        : null;
-    let notify: number;
-    let highlight: number;
-    let counted: number;
-    if (last && carried !== null) {
-      ({ notify, highlight, counted } = last);
+    let notify = 0;
+    let highlight = 0;
+    let counted = now;
+    const canCarry = last !== undefined && carry && since !== null && last.pos === since && upto >= since && upto - since <= FAR && now - last.counted < MAX_AGE_MS;
+    // Read before any await: entries are updated in place, and another request of the device
+    // (a retry) may update this one while this request waits.
+    if (canCarry) ({ notify, highlight, counted } = last);
+    const carried = canCarry ? (upto > since ? await this.positions(roomId, since, upto) : []) : null;
+    if (carried !== null) {
       for (const pos of carried) {
         const h = notifiesMember(await this.outcomeAt(pos), userId);
         if (h === undefined) continue;
@@ -96,8 +94,7 @@ export class UnreadTracker {
         highlight += h;
       }
     } else {
-      const fresh = await this.countAfresh(userId, roomId, upto);
-      ({ notify, highlight } = fresh);
+      ({ notify, highlight } = await this.countAfresh(userId, roomId, upto));
       counted = now;
     }
     // The entry is updated where it is rather than replaced: a new object per answer would live
