@@ -1,4 +1,5 @@
 import type { Filter } from "./filter.js";
+import { add, touch } from "../lib/lru.js";
 
 /**
  * Parsed /sync filters, kept between requests. Every long-poll names its filter — inline JSON or
@@ -39,23 +40,17 @@ export class FilterCache {
 
 /**
  * `map[key]`, or what `load` gives, kept there (unless undefined) with the least recently used
- * entries beyond `limit` dropped (recency counts from when the map is half full). Failed loads are
- * not kept.
+ * entries beyond `limit` dropped (see lib/lru.ts). Failed loads are not kept.
  */
 async function remembered<V>(map: Map<string, V>, limit: number, key: string, load: () => Promise<V | undefined>): Promise<V | undefined> {
   const hit = map.get(key);
   if (hit !== undefined) {
-    // Refreshed only once the map is half full (see MembershipCache.get).
-    if (map.size > limit / 2) {
-      map.delete(key);
-      map.set(key, hit);
-    }
+    touch(map, key, hit, limit);
     return hit;
   }
   const value = await load();
   if (value === undefined) return undefined;
-  map.set(key, value);
-  if (map.size > limit) map.delete(map.keys().next().value!);
+  add(map, key, value, limit);
   return value;
 }
 

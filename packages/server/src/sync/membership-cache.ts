@@ -1,3 +1,5 @@
+import { add, touch } from "../lib/lru.js";
+
 /** A user's membership rows as /sync reads them. */
 export interface MemberRow {
   room_id: string;
@@ -30,18 +32,11 @@ export class MembershipCache {
   get(userId: string): Promise<MemberRow[]> {
     const hit = this.entries.get(userId);
     if (hit) {
-      // Re-inserted: Map order is the LRU order. Only once the cache is half full: below that
-      // nothing is evicted, and every delete leaves a hole the Map compacts by rehashing all
-      // its entries (a long-poll cycle of thousands of members did that over and over).
-      if (this.entries.size > this.limit / 2) {
-        this.entries.delete(userId);
-        this.entries.set(userId, hit);
-      }
+      touch(this.entries, userId, hit, this.limit);
       return hit;
     }
     const loading = this.load(userId);
-    this.entries.set(userId, loading);
-    if (this.entries.size > this.limit) this.entries.delete(this.entries.keys().next().value!);
+    add(this.entries, userId, loading, this.limit);
     loading.catch(() => {
       if (this.entries.get(userId) === loading) this.entries.delete(userId);
     });

@@ -2,6 +2,7 @@ import type { Db } from "../storage/database.js";
 import { notifiesMember, outcomeAt, type OutcomeAt, type UnreadCounts } from "../push/notifications.js";
 import { prepared } from "../storage/prepared.js";
 import type { SharedSyncCache } from "./shared-cache.js";
+import { add, touch } from "../lib/lru.js";
 
 /**
  * Windows (in stream positions) up to this wide read the room's positions from a page shared by
@@ -97,18 +98,7 @@ export class UnreadTracker {
       ({ notify, highlight } = await this.countAfresh(userId, roomId, upto));
       counted = now;
     }
-    // The entry is updated where it is rather than replaced: a new object per answer would live
-    // until the device's next answer, long enough for the collector to copy it twice.
-    const current = this.entries.get(key);
-    if (current) {
-      current.pos = upto;
-      current.notify = notify;
-      current.highlight = highlight;
-      current.counted = counted;
-      this.touch(key, current);
-    } else {
-      this.keep(key, { pos: upto, notify, highlight, counted });
-    }
+    this.store(key, upto, notify, highlight, counted);
     return { notify, highlight };
   }
 
@@ -117,20 +107,21 @@ export class UnreadTracker {
    * long-poll carries them forward instead of counting each room again.
    */
   remember(userId: string, deviceId: string, roomId: string, upto: number, counts: Pick<UnreadCounts, "notify" | "highlight">, now = Date.now()): void {
-    this.keep(`${userId}\u0000${deviceId}\u0000${roomId}`, { pos: upto, notify: counts.notify, highlight: counts.highlight, counted: now });
+    this.store(`${userId}\u0000${deviceId}\u0000${roomId}`, upto, counts.notify, counts.highlight, now);
   }
 
-  private keep(key: string, entry: Entry): void {
-    this.entries.delete(key);
-    this.entries.set(key, entry);
-    if (this.entries.size > LIMIT) this.entries.delete(this.entries.keys().next().value!);
-  }
-
-  /** Marks an entry as just used: re-inserted once the map is half full (see MembershipCache.get). */
-  private touch(key: string, entry: Entry): void {
-    if (this.entries.size <= LIMIT / 2) return;
-    this.entries.delete(key);
-    this.entries.set(key, entry);
+  /**
+   * An existing entry is updated where it is rather than replaced: a new object per answer would
+   * live until the device's next answer, long enough for the collector to copy it twice.
+   */
+  private store(key: string, pos: number, notify: number, highlight: number, counted: number): void {
+    const entry = this.entries.get(key);
+    if (!entry) return add(this.entries, key, { pos, notify, highlight, counted }, LIMIT);
+    entry.pos = pos;
+    entry.notify = notify;
+    entry.highlight = highlight;
+    entry.counted = counted;
+    touch(this.entries, key, entry, LIMIT);
   }
 
   /**
