@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * revier-bench — `npm run bench -- --scenario send|fanout|login|sync|e2ee|media|idle
+ * revier-bench — `npm run bench -- --scenario send|fanout|login|sync|e2ee|media|idle|floor
  * [--target URL[,URL…] --users FILE [--server-pid PID]] [--quick] [--processes N --database-url URL]
  * [--cpu-prof DIR] [--senders N] [--members N] …`
  */
@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { localTarget, remoteTarget, type Target } from "./target.js";
+import { localTarget, noTarget, remoteTarget, type Target } from "./target.js";
 import type { Scenario, ScenarioResult } from "./scenario.js";
 import { send } from "./scenarios/send.js";
 import { fanout } from "./scenarios/fanout.js";
@@ -18,9 +18,10 @@ import { syncScenario } from "./scenarios/sync.js";
 import { e2ee } from "./scenarios/e2ee.js";
 import { media } from "./scenarios/media.js";
 import { idle } from "./scenarios/idle.js";
+import { floor } from "./scenarios/floor.js";
 import { summariseProfiles } from "./profile.js";
 
-const scenarios: Record<string, Scenario> = { send, fanout, login: loginScenario, sync: syncScenario, e2ee, media, idle };
+const scenarios: Record<string, Scenario> = { send, fanout, login: loginScenario, sync: syncScenario, e2ee, media, idle, floor };
 
 const { values } = parseArgs({
   options: {
@@ -51,7 +52,8 @@ const usage = `usage: npm run bench -- --scenario ${Object.keys(scenarios).join(
                   --logins N --concurrency N (login),
                   --rooms N --connections N --rate N --seconds N --poll-timeout S --presence-online 1 (sync),
                   --members N --devices N --otks N (e2ee), --max-mib N (media: 1, 50, 1024 MiB up to N),
-                  --users N --rooms N --per-user N --max-room N --connections N --step N (idle)`;
+                  --users N --rooms N --per-user N --max-room N --connections N --step N (idle),
+                  --members N --messages N --rate N (floor: the fanout wave against a bare server, no Revier)`;
 
 const name = typeof values.scenario === "string" ? values.scenario : "";
 const scenario = scenarios[name];
@@ -74,7 +76,11 @@ const outDir = typeof values.out === "string" ? values.out : path.join(repoRoot,
 const str = (v: unknown) => (typeof v === "string" ? v : null);
 
 const started = new Date();
-const target: Target = str(values.target)
+// `floor` measures the machine, not a homeserver: it starts its own bare server.
+const target: Target =
+  name === "floor"
+    ? noTarget("no homeserver: a bare long-poll server (node:http, then Fastify)")
+    : str(values.target)
   ? remoteTarget(str(values.target)!.split(","), str(values.users), str(values["server-pid"]) ? Number(str(values["server-pid"])) : null)
   : await localTarget({ processes: Number(str(values.processes) ?? 1), databaseUrl: str(values["database-url"]), busUrl: str(values["bus-url"]), cpuProfDir: str(values["cpu-prof"]) });
 
@@ -112,7 +118,7 @@ const record = {
 const figures = Object.entries(result.figures)
   .map(([k, v]) => `${k}=${v}`)
   .join(" ");
-const checks = result.checks.map((c) => `${c.what} ${c.target}: ${c.pass ? "pass" : "MISS"}`).join("; ");
+const checks = result.checks.length > 0 ? result.checks.map((c) => `${c.what} ${c.target}: ${c.pass ? "pass" : "MISS"}`).join("; ") : "none (a calibration)";
 const notes = result.notes?.length ? `notes: ${result.notes.join("; ")}` : "";
 console.log(`\n${figures}\ntargets: ${checks}\n${notes ? `${notes}\n` : ""}`);
 if (profiles.length > 0) console.log(summariseProfiles(profiles, 25));

@@ -37,6 +37,17 @@ export interface Target {
   close(): Promise<void>;
 }
 
+/** No homeserver, for scenarios that measure the machine itself (`floor`). */
+export function noTarget(description: string): Target {
+  return {
+    urls: [],
+    description,
+    users: () => Promise.reject(new Error("this scenario runs against no homeserver")),
+    rssBytes: async () => null,
+    close: async () => {},
+  };
+}
+
 const BENCH_PASSWORD = "bench-password-not-secret";
 
 class Host {
