@@ -10,13 +10,19 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { PerformanceObserver } from "node:perf_hooks";
 
 export type FloorRequest = { type: "wave" } | { type: "waiting" } | { type: "stop" };
-export type FloorReply = { type: "ready"; port: number } | { type: "waiting"; n: number; answers: number } | { type: "waved"; at: number };
+export type FloorReply = { type: "ready"; port: number } | { type: "waiting"; n: number; answers: number; gcMs: number } | { type: "waved"; at: number };
 
 if (!process.send) throw new Error("floor-server runs as a child of the bench CLI");
 const send = (m: FloorReply) => process.send!(m);
 const framework = process.env.REVIER_FLOOR_FRAMEWORK === "fastify" ? "fastify" : "node";
+
+let gcMs = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcMs += e.duration;
+}).observe({ entryTypes: ["gc"] });
 
 let position = 0;
 let sentAt = 0;
@@ -100,7 +106,7 @@ if (framework === "fastify") {
 }
 
 process.on("message", (m: FloorRequest) => {
-  if (m.type === "waiting") return send({ type: "waiting", n: waiting.length, answers });
+  if (m.type === "waiting") return send({ type: "waiting", n: waiting.length, answers, gcMs });
   if (m.type === "stop") {
     server.closeAllConnections();
     server.close(() => process.exit(0));

@@ -39,7 +39,7 @@ export type HostReply =
   | { type: "sessions"; sessions: MintedSession[] }
   | { type: "rooms"; roomIds: string[] }
   | { type: "profile"; file: string | null }
-  | { type: "stats"; rssBytes: number }
+  | { type: "stats"; rssBytes: number; gcMs: number }
   | { type: "error"; message: string };
 
 const dataDir = process.env.REVIER_BENCH_DATA_DIR;
@@ -131,6 +131,14 @@ const gcObserver = new PerformanceObserver((list) => {
     gcByKind.set(kind, k);
   }
 });
+/**
+ * The collector's pause time since start, always counted (a few entries a second): scenarios
+ * report it per answer without a CPU profile, whose sampling inflates what it measures.
+ */
+let gcTotalMs = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcTotalMs += e.duration;
+}).observe({ entryTypes: ["gc"] });
 const post = (method: string, params?: object) =>
   new Promise<unknown>((resolve, reject) => inspector!.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result))));
 
@@ -242,7 +250,7 @@ process.on("message", (m: HostRequest) => {
           send({ type: "profile", file });
         }
       } else if (m.type === "stats") {
-        send({ type: "stats", rssBytes: process.memoryUsage().rss });
+        send({ type: "stats", rssBytes: process.memoryUsage().rss, gcMs: gcTotalMs });
       } else if (m.type === "stop") {
         await server.stop();
         process.exit(0);

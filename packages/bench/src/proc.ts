@@ -44,7 +44,7 @@ export function resetPeak(pid: number): boolean {
  * architecture Node runs on. Read before and after a window, it says how much server work the
  * window cost, a figure that varies far less with other load on the machine than latency does.
  */
-export function procCpuSeconds(pid: number, thread?: number): number | null {
+export function procCpuSeconds(pid: number, thread?: number, part: "all" | "system" = "all"): number | null {
   let stat: string;
   try {
     stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, "utf8");
@@ -55,20 +55,22 @@ export function procCpuSeconds(pid: number, thread?: number): number | null {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const utime = Number(fields[11]);
   const stime = Number(fields[12]);
-  return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / 100 : null;
+  if (!Number.isFinite(utime) || !Number.isFinite(stime)) return null;
+  return (part === "system" ? stime : utime + stime) / 100;
 }
 
 /**
  * Summed CPU seconds of the target's server processes, or null where /proc cannot see them all.
  * `mainThread`: only their main threads (JavaScript runs there; the rest is GC helpers, libuv's
- * thread pool and the compiler).
+ * thread pool and the compiler). `part: "system"`: only time in the kernel (system calls: the
+ * socket reads and writes of the answers, without the CPU profiler's distortion of them).
  */
-export function serverCpuSeconds(target: Target, mainThread = false): number | null {
+export function serverCpuSeconds(target: Target, mainThread = false, part: "all" | "system" = "all"): number | null {
   const pids = target.pids ?? [];
   if (pids.length === 0) return null;
   let sum = 0;
   for (const pid of pids) {
-    const s = procCpuSeconds(pid, mainThread ? pid : undefined);
+    const s = procCpuSeconds(pid, mainThread ? pid : undefined, part);
     if (s === null) return null;
     sum += s;
   }

@@ -18,6 +18,8 @@ export interface Target {
   users(count: number, prefix: string): Promise<Credentials[]>;
   /** Resident memory of the server processes, where the bench can see it. */
   rssBytes(): Promise<number | null>;
+  /** The collector's pause time so far (ms), summed over the server processes the bench started. */
+  gcMs?(): Promise<number | null>;
   /** Server process ids whose /proc the bench may read (its own processes, or --server-pid). */
   readonly pids?: number[];
   /**
@@ -135,6 +137,14 @@ export async function localTarget(opts: { processes: number; databaseUrl: string
       for (const h of hosts) {
         const r = await h.request({ type: "stats" });
         if (r.type === "stats") sum += r.rssBytes;
+      }
+      return sum;
+    },
+    async gcMs() {
+      let sum = 0;
+      for (const h of hosts) {
+        const r = await h.request({ type: "stats" });
+        if (r.type === "stats") sum += r.gcMs;
       }
       return sum;
     },

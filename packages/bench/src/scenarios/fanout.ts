@@ -106,6 +106,8 @@ export const fanout: Scenario = async (ctx) => {
   const answersAtStart = polling.reduce((n, m) => n + m.answers, 0);
   const bytesAtStart = polling.reduce((n, m) => n + m.bytes, 0);
   const mainAtStart = serverCpuSeconds(ctx.target, true);
+  const systemAtStart = serverCpuSeconds(ctx.target, true, "system");
+  const gcAtStart = (await ctx.target.gcMs?.()) ?? null;
   const benchCpuAtStart = process.cpuUsage();
   let sendErrors = 0;
   let lastAckAt = Date.now();
@@ -131,6 +133,8 @@ export const fanout: Scenario = async (ctx) => {
   while (count() < expected && Date.now() < deadline) await sleep(100);
   const cpuAtEnd = serverCpuSeconds(ctx.target);
   const mainAtEnd = serverCpuSeconds(ctx.target, true);
+  const systemAtEnd = serverCpuSeconds(ctx.target, true, "system");
+  const gcAtEnd = (await ctx.target.gcMs?.()) ?? null;
   const windowS = (Date.now() - started) / 1000;
   const answers = polling.reduce((n, m) => n + m.answers, 0) - answersAtStart;
   const answerBytes = polling.reduce((n, m) => n + m.bytes, 0) - bytesAtStart;
@@ -175,6 +179,10 @@ export const fanout: Scenario = async (ctx) => {
         ? { server_cpu_s: round(cpuAtEnd - cpuAtStart), server_cpu_us_per_delivery: round(((cpuAtEnd - cpuAtStart) * 1e6) / latencies.length) }
         : {}),
       ...(mainAtStart !== null && mainAtEnd !== null ? { server_main_thread_cpu_s: round(mainAtEnd - mainAtStart) } : {}),
+      // Of that, time in the kernel (the answers' socket writes and the requests' reads) and the
+      // collector's pauses, per answer: the two shares a CPU profile misstates.
+      ...(systemAtStart !== null && systemAtEnd !== null ? { server_main_thread_system_s: round(systemAtEnd - systemAtStart) } : {}),
+      ...(gcAtStart !== null && gcAtEnd !== null && answers > 0 ? { server_gc_s: round((gcAtEnd - gcAtStart) / 1000), server_gc_us_per_answer: round(((gcAtEnd - gcAtStart) * 1000) / answers) } : {}),
       // Several messages per answer when members fall behind; 0 where fetch was used (https).
       sync_answers: answers,
       ...(answers > 0 ? { answer_bytes_avg: Math.round(answerBytes / answers) } : {}),

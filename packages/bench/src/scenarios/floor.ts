@@ -97,6 +97,7 @@ async function measure(framework: "node" | "fastify", members: number, messages:
   progress(`${framework}: ${members} long-polls waiting; ${messages} messages at ${rate}/s`);
   const cpu0 = procCpuSeconds(pid);
   const main0 = procCpuSeconds(pid, pid);
+  const system0 = procCpuSeconds(pid, pid, "system");
   const before = await server.reply({ type: "waiting" });
   const started = Date.now();
   for (let m = 0; m < messages; m++) {
@@ -109,8 +110,10 @@ async function measure(framework: "node" | "fastify", members: number, messages:
   while (latencies.length < expected && Date.now() < deadline) await sleep(50);
   const cpu1 = procCpuSeconds(pid);
   const main1 = procCpuSeconds(pid, pid);
+  const system1 = procCpuSeconds(pid, pid, "system");
   const after = await server.reply({ type: "waiting" });
   const answers = after.type === "waiting" && before.type === "waiting" ? after.answers - before.answers : 0;
+  const gcMs = after.type === "waiting" && before.type === "waiting" ? after.gcMs - before.gcMs : Number.NaN;
   stop = true;
   for (const c of conns) c.close();
   await Promise.allSettled(loops);
@@ -124,6 +127,8 @@ async function measure(framework: "node" | "fastify", members: number, messages:
     [`${framework}_answers`]: answers,
     [`${framework}_cpu_us_per_answer`]: perAnswer(cpu0, cpu1),
     [`${framework}_main_thread_us_per_answer`]: perAnswer(main0, main1),
+    [`${framework}_main_thread_system_us_per_answer`]: perAnswer(system0, system1),
+    [`${framework}_gc_us_per_answer`]: answers > 0 ? round((gcMs * 1000) / answers) : Number.NaN,
     [`${framework}_errors`]: errors,
   };
 }
