@@ -158,4 +158,42 @@ describeEachDatabase("/sync shared timeline page", ({ server }) => {
     assert.equal(annaStatus(bertAnswer!.body), undefined);
     assert.equal(annaStatus(await sync(bert, bertAnswer!.body.next_batch)), "im Einsatz", "the presence change comes with the next sync");
   });
+
+  test("a wave wider than the build line: the rest wait in the notifier's line, and every member gets the message", async () => {
+    const n = 2 * BUILDS_AT_ONCE + 8;
+    const members: Login[] = [];
+    for (let i = 0; i < n; i++) {
+      await server().createUser(`st_wave${i}`);
+      const who = await server().login(`st_wave${i}`);
+      assert.equal((await call("POST", `/_matrix/client/v3/join/${enc(roomId)}`, who.access_token, {})).status, 200);
+      members.push(who);
+    }
+    // Offline: a presence change per member would move the stream past the others' tokens.
+    const quiet = async (who: Login) => (await call("GET", "/_matrix/client/v3/sync?timeout=0&set_presence=offline", who.access_token)).body.next_batch as string;
+    await Promise.all(members.map(quiet));
+    const tokens = await Promise.all(members.map(quiet));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const holders = Array.from({ length: BUILDS_AT_ONCE }, () => server().services.sync.building.run(() => gate));
+    const waiting = async () => (await server().services.metrics.syncWaiters.get()).values[0]?.value ?? 0;
+    const before = await waiting();
+    const answers = members.map((who, i) => call("GET", `/_matrix/client/v3/sync?${new URLSearchParams({ timeout: "20000", since: tokens[i]!, set_presence: "offline" })}`, who.access_token));
+    try {
+      for (let i = 0; i < 500 && (await waiting()) < before + n; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(await waiting(), before + n);
+      await say("Großlage");
+      for (let i = 0; i < 100 && server().services.sync.building.queued < BUILDS_AT_ONCE; i++) await new Promise((r) => setTimeout(r, 10));
+      // As many lined up for a build as the line holds; the others were not resumed yet.
+      assert.equal(server().services.sync.building.queued, BUILDS_AT_ONCE);
+      assert.equal(server().services.notifier.wakesQueued, n - BUILDS_AT_ONCE);
+    } finally {
+      release();
+      await Promise.all(holders);
+    }
+    for (const res of await Promise.all(answers)) {
+      assert.equal(res.status, 200);
+      assert.deepEqual(bodies(res.body), ["Großlage"]);
+    }
+    assert.equal(server().services.notifier.wakesQueued, 0);
+  });
 });

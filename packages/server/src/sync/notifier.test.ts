@@ -226,3 +226,90 @@ describe("Notifier.heardPosition", () => {
     notifier.close();
   });
 });
+
+describe("Notifier.paceWakes: a wave's waiters woken as there is room", () => {
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
+  function paced(): { bus: LocalBus; notifier: Notifier; room: { n: number }; outcomes: Array<[number, string]>; waitAll: (count: number, timeoutMs?: number, signals?: ClientGone[]) => Promise<unknown> } {
+    const bus = new LocalBus();
+    const notifier = new Notifier(bus, new Metrics());
+    notifier.start(10, async () => 10);
+    const room = { n: 0 };
+    notifier.paceWakes(() => room.n);
+    const outcomes: Array<[number, string]> = [];
+    const waitAll = (count: number, timeoutMs = 60_000, signals: ClientGone[] = []) =>
+      Promise.all(
+        Array.from({ length: count }, (_, i) =>
+          notifier.wait(`@w${i}:test`, new Set(["!room:test"]), 10, timeoutMs, signals[i]).then((o) => {
+            outcomes.push([i, o.reason]);
+          }),
+        ),
+      );
+    return { bus, notifier, room, outcomes, waitAll };
+  }
+
+  test("as many as there is room for, in the wake-up's order; more when a build says there is room again", async () => {
+    const { bus, notifier, room, outcomes, waitAll } = paced();
+    const all = waitAll(5);
+    room.n = 2;
+    bus.publish({ from: 10, position: 11, rooms: ["!room:test"], users: [] });
+    room.n = 0;
+    await turn();
+    assert.deepEqual(outcomes, [[0, "woken"], [1, "woken"]]);
+    assert.equal(notifier.wakesQueued, 3);
+    await turn();
+    assert.equal(outcomes.length, 2, "no room: nobody else is woken, and nothing spins");
+    room.n = 2;
+    notifier.resumeWakes();
+    await turn();
+    room.n = 0;
+    await turn();
+    assert.deepEqual(outcomes.map(([i]) => i), [0, 1, 2, 3]);
+    room.n = 5;
+    notifier.resumeWakes();
+    await all;
+    assert.deepEqual(outcomes, [[0, "woken"], [1, "woken"], [2, "woken"], [3, "woken"], [4, "woken"]]);
+    assert.equal(notifier.wakesQueued, 0);
+    notifier.close();
+  });
+
+  test("with room left after a batch (those woken had nothing to build), the next turn goes on by itself", async () => {
+    const { bus, notifier, room, outcomes, waitAll } = paced();
+    const all = waitAll(5);
+    room.n = 1;
+    bus.publish({ from: 10, position: 11, rooms: ["!room:test"], users: [] });
+    await all;
+    assert.deepEqual(outcomes.map(([i]) => i), [0, 1, 2, 3, 4]);
+    notifier.close();
+  });
+
+  test("a waiter in line whose time is up is woken, not timed out: it had news", async () => {
+    const { bus, notifier, outcomes, waitAll } = paced();
+    const all = waitAll(3, 20);
+    bus.publish({ from: 10, position: 11, rooms: ["!room:test"], users: [] });
+    assert.equal(notifier.wakesQueued, 3, "no room: all in line");
+    await all;
+    assert.deepEqual(outcomes, [[0, "woken"], [1, "woken"], [2, "woken"]]);
+    notifier.close();
+  });
+
+  test("a waiter in line whose client left is let go at once; closing wakes the rest", async () => {
+    const { bus, notifier, room, outcomes, waitAll } = paced();
+    const gone = new ClientGone();
+    const all = waitAll(3, 60_000, [new ClientGone(), gone]);
+    bus.publish({ from: 10, position: 11, rooms: ["!room:test"], users: [] });
+    gone.cancel();
+    await turn();
+    assert.deepEqual(outcomes, [[1, "aborted"]]);
+    // A later wake-up naming the room does not line them up twice.
+    bus.publish({ from: 11, position: 12, rooms: ["!room:test"], users: [] });
+    assert.equal(notifier.wakesQueued, 3);
+    room.n = 1;
+    notifier.resumeWakes();
+    await turn();
+    room.n = 0;
+    assert.deepEqual(outcomes, [[1, "aborted"], [0, "woken"]]);
+    notifier.close();
+    await all;
+    assert.deepEqual(outcomes, [[1, "aborted"], [0, "woken"], [2, "closed"]]);
+  });
+});

@@ -41,6 +41,8 @@ interface Waiter {
   /** Whether presence changes are news to it (its filter lets m.presence through). */
   presence: boolean;
   wake: (outcome: WaitOutcome) => void;
+  /** Named by a wake-up and in line to be woken (see paceWakes): its timer no longer counts. */
+  queued: boolean;
 }
 
 /**
@@ -96,6 +98,12 @@ export class Notifier {
   private readonly unsubscribe: () => void;
   private readonly observers: Array<(w: WakeUp) => void> = [];
   private closed = false;
+  /** How many waiters may be woken now (see paceWakes); null: all at once. */
+  private pacer: (() => number) | null = null;
+  /** Waiters named by a wake-up, from `wakeHead` on, oldest first (no shift(): thousands). */
+  private wakeQueue: Waiter[] = [];
+  private wakeHead = 0;
+  private drainScheduled = false;
 
   get isClosed(): boolean {
     return this.closed;
@@ -125,21 +133,28 @@ export class Notifier {
     if (this.position > since) return Promise.resolve({ reason: "woken" });
     if (timeoutMs <= 0) return Promise.resolve({ reason: "timeout", quietThrough: this.quietThrough(since) });
     return new Promise((resolve) => {
+      let settled = false;
       const onAbort = () => waiter.wake({ reason: "aborted" });
       const waiter: Waiter = {
         userId,
         rooms,
         since,
         presence: opts.presence ?? true,
+        queued: false,
         wake: (outcome) => {
+          // Once: a queued waiter whose client goes away is woken then, and skipped in the queue.
+          if (settled) return;
+          settled = true;
           clearTimeout(timer);
           this.remove(waiter);
           signal?.removeEventListener("abort", onAbort);
           resolve(outcome);
         },
       };
-      // Computed the moment the timer fires: a wake-up handled later is not covered by it.
-      const timer = setTimeout(() => waiter.wake({ reason: "timeout", quietThrough: this.quietThrough(since) }), timeoutMs);
+      // Computed the moment the timer fires: a wake-up handled later is not covered by it. A
+      // waiter in line to be woken had news (a timeout would say there was none): it is woken
+      // now, out of turn, rather than left waiting on its line.
+      const timer = setTimeout(() => waiter.wake(waiter.queued ? { reason: "woken" } : { reason: "timeout", quietThrough: this.quietThrough(since) }), timeoutMs);
       signal?.addEventListener("abort", onAbort, { once: true });
       this.add(waiter);
     });
@@ -308,11 +323,68 @@ export class Notifier {
     this.observers.push(fn);
   }
 
+  /**
+   * Wakes the waiters a wake-up names a few at a time rather than all at once: `capacity` says how
+   * many may be woken now (the /sync build queue's free room), and `resumeWakes` is called when
+   * that may have grown. A message into a room of 5,000 woke 5,000 long-polls in one go: each
+   * resumed its request, read its rooms and lined up for a build slot, and what it allocated
+   * then lived up to a second in that line, long enough for the collector to copy it twice.
+   * Woken when a slot is near, the same work is done just before the build and dies young. The
+   * order is the wake-up's, as before.
+   */
+  paceWakes(capacity: () => number): void {
+    this.pacer = capacity;
+  }
+
+  /** There may be room to wake more queued waiters (see paceWakes). */
+  resumeWakes(): void {
+    if (this.wakeHead < this.wakeQueue.length) this.scheduleDrain();
+  }
+
+  /** Waiters named by a wake-up and not woken yet (see paceWakes). */
+  get wakesQueued(): number {
+    return this.wakeQueue.length - this.wakeHead;
+  }
+
+  private scheduleDrain(): void {
+    if (this.drainScheduled) return;
+    this.drainScheduled = true;
+    // A macrotask: the waiters woken before have run their continuations (and lined up) by then.
+    setImmediate(() => {
+      this.drainScheduled = false;
+      this.drain();
+    });
+  }
+
+  private drain(): void {
+    let room = this.pacer === null || this.closed ? Number.POSITIVE_INFINITY : this.pacer();
+    const before = room;
+    while (room > 0 && this.wakeHead < this.wakeQueue.length) {
+      const w = this.wakeQueue[this.wakeHead++]!;
+      w.wake({ reason: this.closed ? "closed" : "woken" });
+      room--;
+    }
+    if (this.wakeHead === this.wakeQueue.length) {
+      this.wakeQueue = [];
+      this.wakeHead = 0;
+      return;
+    }
+    if (this.wakeHead >= 1024 && this.wakeHead * 2 >= this.wakeQueue.length) {
+      this.wakeQueue = this.wakeQueue.slice(this.wakeHead);
+      this.wakeHead = 0;
+    }
+    // Those just woken that do not line up for a build (nothing new for them, client gone) leave
+    // room at once: look again next turn. With no room at all, a finished build calls resumeWakes
+    // (looking again each turn would spin while builds wait for the database).
+    if (room < before) this.scheduleDrain();
+  }
+
   /** Lets every waiter return (shutdown). */
   close(): void {
     this.closed = true;
     this.unsubscribe();
     for (const set of this.byUser.values()) for (const w of [...set]) w.wake({ reason: "closed" });
+    this.drain();
   }
 
   private onWakeUp(w: WakeUp): void {
@@ -325,7 +397,20 @@ export class Notifier {
     for (const u of w.users) for (const waiter of this.byUser.get(u) ?? []) if (!presenceOnly || waiter.presence) hit.add(waiter);
     const index = presenceOnly ? this.byRoomPresence : this.byRoom;
     for (const r of w.rooms) for (const waiter of index.get(r) ?? []) hit.add(waiter);
-    for (const waiter of hit) if (w.position > waiter.since) waiter.wake({ reason: "woken" });
+    if (this.pacer === null) {
+      for (const waiter of hit) if (w.position > waiter.since) waiter.wake({ reason: "woken" });
+      return;
+    }
+    let queued = false;
+    for (const waiter of hit) {
+      if (w.position <= waiter.since) continue;
+      // Off the indexes now: later wake-ups must not line it up twice.
+      this.remove(waiter);
+      waiter.queued = true;
+      this.wakeQueue.push(waiter);
+      queued = true;
+    }
+    if (queued) this.drain();
   }
 
   private add(w: Waiter): void {

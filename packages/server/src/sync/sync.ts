@@ -115,6 +115,9 @@ export class SyncService {
   ) {
     this.memberships = new MembershipCache(async (userId) => (await selectAllMemberships(d.db, userId)) as MemberRow[]);
     this.unread = new UnreadTracker(d.db, this.shared, (userId, roomId, upto) => d.push.unreadCounts(userId, roomId, upto));
+    // A wave's long-polls are woken as build slots come free (see Notifier.paceWakes): enough
+    // to keep a full line behind the builds running.
+    d.notifier.paceWakes(() => Math.max(0, BUILDS_AT_ONCE - this.building.queued));
     d.notifier.observe((w) => {
       // Presence changes name their user (and nothing else names users with presence news
       // alone); any wake-up naming a user may carry one.
@@ -126,6 +129,8 @@ export class SyncService {
       for (const u of w.users) this.memberships.drop(u);
     });
   }
+
+  private readonly resumeWakes = () => this.d.notifier.resumeWakes();
 
   /** Lets go of shared answers that have expired (see SharedSyncCache.dropExpired). */
   dropExpired(): void {
@@ -197,7 +202,10 @@ export class SyncService {
       // has been worked through once more, at the cost of another answer. (Not presence alone:
       // see heardNewsPosition.)
       const heard = p.timeoutMs > 0 && since !== null ? this.d.notifier.heardNewsPosition() : null;
-      return this.buildNow(viewer, since, heard !== null && heard > upto ? heard : upto, p);
+      const built = this.buildNow(viewer, since, heard !== null && heard > upto ? heard : upto, p);
+      // The slot frees once this settles: the next of a wave's long-polls may be woken.
+      void built.then(this.resumeWakes, this.resumeWakes);
+      return built;
     });
   }
 
