@@ -41,7 +41,7 @@ interface Waiter {
   /** Whether presence changes are news to it (its filter lets m.presence through). */
   presence: boolean;
   wake: (outcome: WaitOutcome) => void;
-  /** Named by a wake-up and in line to be woken (see paceWakes): its timer no longer counts. */
+  /** Named by a wake-up and in line to be woken (see paceWakes): should its timer fire, it had news. */
   queued: boolean;
 }
 
