@@ -124,6 +124,15 @@ export async function localTarget(opts: { processes: number; databaseUrl: string
     );
   await start();
   let made = 0;
+  /** One field of every server process's stats, summed. */
+  const sumStats = async (field: (r: Extract<HostReply, { type: "stats" }>) => number): Promise<number> => {
+    let sum = 0;
+    for (const h of hosts) {
+      const r = await h.request({ type: "stats" });
+      if (r.type === "stats") sum += field(r);
+    }
+    return sum;
+  };
   return {
     urls,
     description: `revier ×${opts.processes} (${opts.databaseUrl ? "PostgreSQL" : "SQLite"}${opts.processes > 1 ? " + NATS" : ""}), started by the bench`,
@@ -132,22 +141,8 @@ export async function localTarget(opts: { processes: number; databaseUrl: string
       if (reply.type !== "users") throw new Error("unexpected reply");
       return reply.localparts.map((user) => ({ user, password: BENCH_PASSWORD }));
     },
-    async rssBytes() {
-      let sum = 0;
-      for (const h of hosts) {
-        const r = await h.request({ type: "stats" });
-        if (r.type === "stats") sum += r.rssBytes;
-      }
-      return sum;
-    },
-    async gcMs() {
-      let sum = 0;
-      for (const h of hosts) {
-        const r = await h.request({ type: "stats" });
-        if (r.type === "stats") sum += r.gcMs;
-      }
-      return sum;
-    },
+    rssBytes: () => sumStats((r) => r.rssBytes),
+    gcMs: () => sumStats((r) => r.gcMs),
     get pids() {
       return hosts.map((h) => h.child.pid!).filter((p) => p !== undefined);
     },

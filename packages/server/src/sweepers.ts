@@ -32,7 +32,7 @@ export function startSweepers(s: Services): () => void {
     // Duty schedules turn over on the minute; presence follows within 30 seconds.
     every(30_000, () => s.duty.sweep(), onError("duty")),
     s.pushDelivery.start(),
-    // Answers /sync requests shared expire after seconds; a quiet server would hold them on.
+    // Shared /sync answers expire after seconds; without a sweep a quiet server would hold them.
     every(10_000, async () => s.sync.dropExpired(), onError("shared sync answers")),
     // Retention: rooms' m.room.retention follows policy changes (from any process or the CLI)
     // within half a minute; expired events and media go every retention.interval_ms.

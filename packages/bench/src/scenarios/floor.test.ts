@@ -12,7 +12,8 @@ test("floor: every member hears every message from both bare servers, and the fi
     const f = (k: string) => result.figures[`${fw}_${k}`]!;
     assert.equal(f("undelivered"), 0, `${fw}: all delivered`);
     assert.equal(f("errors"), 0);
-    // Every waiting member answered once per message (none fell behind at this size).
+    // One answer per member and message, or fewer where a member came back after the next
+    // message and got both in one; never more.
     assert.ok(f("answers") >= 40 * 3 - 40 && f("answers") <= 40 * 3, `${fw}: ${f("answers")} answers`);
     assert.ok(f("delivery_p99_ms") >= f("delivery_p50_ms"));
     assert.ok(f("delivery_max_ms") >= f("delivery_p99_ms"));
