@@ -7,6 +7,7 @@ import { StreamWriter } from "./storage/stream.js";
 import type { SigningKey } from "./rooms/signing-key.js";
 import { Accounts } from "./users/accounts.js";
 import { Tokens, type Session } from "./users/tokens.js";
+import { SessionCache } from "./users/session-cache.js";
 import { Devices } from "./users/devices.js";
 import { lastSeenHook } from "./users/last-seen.js";
 import { addressMatcher } from "./lib/address-list.js";
@@ -104,8 +105,9 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   const db = storage.db;
   const metrics = new Metrics();
   const stream = new StreamWriter(storage, bus);
-  const accounts = new Accounts(db, config.serverName);
-  const tokens = new Tokens(db, config.tokens.accessTokenLifetimeMs);
+  const sessions = new SessionCache(db);
+  const accounts = new Accounts(db, config.serverName, sessions);
+  const tokens = new Tokens(db, config.tokens.accessTokenLifetimeMs, sessions);
   const devices = new Devices(db, tokens, stream);
   // Password attempts in user-interactive auth share the login limit (keyed per user).
   const uia = new Uia(db, accounts, () => services.rateLimits.login);

@@ -29,6 +29,7 @@ export function startSweepers(s: Services): () => void {
     s.ephemeral.startTypingSweeper(5_000, onError("typing")),
     every(60_000, () => s.ephemeral.expirePresence(Date.now(), PRESENCE_IDLE_MS), onError("presence")),
     every(10 * 60_000, () => s.uia.expireSessions(), onError("user-interactive auth sessions")),
+    every(10 * 60_000, () => s.tokens.sessions.prune(), onError("session change log")),
     // Duty schedules turn over on the minute; presence follows within 30 seconds.
     every(30_000, () => s.duty.sweep(), onError("duty")),
     s.pushDelivery.start(),

@@ -262,6 +262,43 @@ describe("scale-out: two processes on PostgreSQL + NATS", { skip }, () => {
     assert.deepEqual(onA, onB);
   });
 
+  test("a sign-out and a lock made through A are honoured by B within its session log's interval", async () => {
+    // B holds the sessions in memory once it has seen them (users/session-cache.ts) and learns of
+    // changes from the auth_changes log, read at most every 250 ms: no bus needed, so a change
+    // from the CLI or a lost NATS message is seen the same way.
+    const refusedOnB = async (token: string, errcode: string) => {
+      const started = Date.now();
+      for (;;) {
+        const res = await api<Json>(b.url, "GET", "/_matrix/client/v3/account/whoami", { token });
+        if (res.status !== 200) {
+          assert.equal(res.body.errcode, errcode);
+          return Date.now() - started;
+        }
+        assert.ok(Date.now() - started < PROMPT_MS, `B still accepted the session ${Date.now() - started} ms later`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const second = await login(a, "anna");
+    assert.equal((await api(b.url, "GET", "/_matrix/client/v3/account/whoami", { token: second.access_token })).status, 200);
+    assert.equal((await api(a.url, "POST", "/_matrix/client/v3/logout", { token: second.access_token, body: {} })).status, 200);
+    await refusedOnB(second.access_token, "M_UNKNOWN_TOKEN");
+
+    await a.services.accounts.create("chefin", { password: TEST_PASSWORD, role: "admin" });
+    const chefin = await login(a, "chefin");
+    const bertOnB = await login(b, "bert");
+    assert.equal((await api(b.url, "GET", "/_matrix/client/v3/account/whoami", { token: bertOnB.access_token })).status, 200);
+    assert.equal((await api(a.url, "POST", `/_revier/admin/v1/users/${enc(bert.user_id)}/lock`, { token: chefin.access_token, body: {} })).status, 200);
+    await refusedOnB(bertOnB.access_token, "M_USER_LOCKED");
+    assert.equal((await api(a.url, "POST", `/_revier/admin/v1/users/${enc(bert.user_id)}/unlock`, { token: chefin.access_token, body: {} })).status, 200);
+    const started = Date.now();
+    while ((await api(b.url, "GET", "/_matrix/client/v3/account/whoami", { token: bertOnB.access_token })).status !== 200) {
+      assert.ok(Date.now() - started < PROMPT_MS, "B still refuses bert after the unlock");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // Frees bert's device slot for the next test.
+    assert.equal((await api(b.url, "POST", "/_matrix/client/v3/logout", { token: bertOnB.access_token, body: {} })).status, 200);
+  });
+
   test("when B goes away, A keeps serving, long-polls included", async () => {
     await b.stop();
     const bertOnA = await login(a, "bert");

@@ -74,7 +74,7 @@ export class Governance {
   async setLocked(by: Actor, userId: string, locked: boolean): Promise<void> {
     const user = await this.requireUser(userId);
     this.requireAuthorityOver(by, user);
-    await this.db.updateTable("users").set({ locked: locked ? 1 : 0 }).where("user_id", "=", user.user_id).execute();
+    await this.accounts.setLocked(user.user_id, locked);
     await this.audit.record({ ...by, action: locked ? "user.lock" : "user.unlock", target: user.user_id, details: { was_locked: Boolean(user.locked) } });
   }
 

@@ -35,6 +35,8 @@ export interface Database {
     expires_ts: number | null;
     refresh_token_hash: string | null;
   };
+  /** Changes that invalidate cached sessions, read by every process (see users/session-cache.ts). */
+  auth_changes: { pos: Generated<number>; user_id: string; ts: number };
   refresh_tokens: {
     token_hash: string;
     user_id: string;

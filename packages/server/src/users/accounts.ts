@@ -3,6 +3,7 @@ import type { Db } from "../storage/database.js";
 import type { Database } from "../storage/schema.js";
 import { containsIgnoringCase } from "../storage/sql-helpers.js";
 import { hashPassword, passwordProblem } from "./passwords.js";
+import type { SessionCache } from "./session-cache.js";
 
 export type Role = "admin" | "helpdesk" | "dpo" | "user";
 export const ROLES: readonly Role[] = ["admin", "helpdesk", "dpo", "user"];
@@ -13,6 +14,8 @@ export class Accounts {
   constructor(
     private readonly db: Db,
     readonly serverName: string,
+    /** Role, lock and deactivation are part of every cached session (see SessionCache). */
+    private readonly sessions: SessionCache,
   ) {}
 
   userIdFor(localpart: string): string {
@@ -81,11 +84,25 @@ export class Accounts {
   }
 
   async setRole(userId: string, role: Role): Promise<void> {
-    await this.db.updateTable("users").set({ role }).where("user_id", "=", userId).execute();
+    await this.updateStanding(userId, { role });
+  }
+
+  /** A locked user keeps their sessions, but every request is refused until unlocked (see governance/hooks.ts). */
+  async setLocked(userId: string, locked: boolean): Promise<void> {
+    await this.updateStanding(userId, { locked: locked ? 1 : 0 });
   }
 
   async markDeactivated(userId: string): Promise<void> {
-    await this.db.updateTable("users").set({ deactivated: 1, password_hash: null }).where("user_id", "=", userId).execute();
+    await this.updateStanding(userId, { deactivated: 1, password_hash: null });
+  }
+
+  /** Changes what every cached session of the user carries, logged for every process in the same transaction. */
+  private async updateStanding(userId: string, fields: { role?: Role; locked?: number; deactivated?: number; password_hash?: null }): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx.updateTable("users").set(fields).where("user_id", "=", userId).execute();
+      await this.sessions.logChange(tx, userId);
+    });
+    this.sessions.forgetUser(userId);
   }
 
   async list(opts: { search?: string; from?: string; limit?: number } = {}): Promise<UserRow[]> {

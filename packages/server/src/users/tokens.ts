@@ -2,13 +2,14 @@ import { MatrixError } from "@revier/protocol";
 import type { Db } from "../storage/database.js";
 import { randomToken, sha256Hex } from "../lib/random.js";
 import { prepared } from "../storage/prepared.js";
+import { SessionCache, type CachedSession } from "./session-cache.js";
 
 export interface Session {
-  userId: string;
-  deviceId: string;
-  tokenHash: string;
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly tokenHash: string;
   /** The user's row as the token lookup read it (it joins the row anyway), so auth hooks need not read it again. */
-  account: { locked: number; role: string };
+  readonly account: { readonly locked: number; readonly role: string };
 }
 
 // Every authenticated request runs it: compiled once (see prepared.ts).
@@ -37,6 +38,8 @@ export class Tokens {
   constructor(
     private readonly db: Db,
     private readonly accessLifetimeMs: number | null,
+    /** Sessions already looked up; every change below is logged for it (see SessionCache). */
+    readonly sessions: SessionCache = new SessionCache(db),
   ) {}
 
   async issue(userId: string, deviceId: string, withRefresh: boolean): Promise<IssuedTokens> {
@@ -75,15 +78,33 @@ export class Tokens {
   /** Resolves a bearer token, or throws M_UNKNOWN_TOKEN (soft_logout only for an expired token). */
   async authenticate(token: string): Promise<Session> {
     const hash = sha256Hex(token);
+    const fresh = this.sessions.freshen();
+    if (fresh) await fresh;
+    const session = this.sessions.get(hash) ?? (await this.lookUp(hash));
+    if (session.expiresTs !== null && session.expiresTs <= Date.now()) {
+      throw new MatrixError("M_UNKNOWN_TOKEN", "Access token has expired", { extra: { soft_logout: true } });
+    }
+    if (session.refreshTokenHash && !this.settled.has(hash)) await this.retirePredecessor(hash, session.refreshTokenHash);
+    return session;
+  }
+
+  private async lookUp(hash: string): Promise<CachedSession> {
+    const mark = this.sessions.mark();
     const [row] = await selectSession(this.db, hash);
     if (!row || row.deactivated) {
       throw new MatrixError("M_UNKNOWN_TOKEN", "Unknown or revoked access token", { extra: { soft_logout: false } });
     }
-    if (row.expires_ts !== null && row.expires_ts <= Date.now()) {
-      throw new MatrixError("M_UNKNOWN_TOKEN", "Access token has expired", { extra: { soft_logout: true } });
-    }
-    if (row.refresh_token_hash && !this.settled.has(hash)) await this.retirePredecessor(hash, row.refresh_token_hash);
-    return { userId: row.user_id, deviceId: row.device_id, tokenHash: hash, account: { locked: row.locked, role: row.role } };
+    // Frozen: the one object answers every request of the token until it is dropped.
+    const session: CachedSession = Object.freeze({
+      userId: row.user_id,
+      deviceId: row.device_id,
+      tokenHash: hash,
+      expiresTs: row.expires_ts,
+      refreshTokenHash: row.refresh_token_hash,
+      account: Object.freeze({ locked: row.locked, role: row.role }),
+    });
+    this.sessions.put(session, mark);
+    return session;
   }
 
   /**
@@ -116,23 +137,38 @@ export class Tokens {
       await tx.deleteFrom("access_tokens").where("refresh_token_hash", "=", hash).execute();
       // Using this refresh token proves its own refresh response arrived: its predecessor dies too.
       await tx.deleteFrom("refresh_tokens").where("next_token_hash", "=", hash).execute();
+      await this.sessions.logChange(tx, row.user_id);
     });
+    this.sessions.forgetUser(row.user_id);
     return issued;
   }
 
   async revokeToken(tokenHash: string): Promise<void> {
-    const row = await this.db.selectFrom("access_tokens").select("refresh_token_hash").where("token_hash", "=", tokenHash).executeTakeFirst();
-    await this.db.deleteFrom("access_tokens").where("token_hash", "=", tokenHash).execute();
-    if (row?.refresh_token_hash) await this.db.deleteFrom("refresh_tokens").where("token_hash", "=", row.refresh_token_hash).execute();
+    const row = await this.db.selectFrom("access_tokens").select(["user_id", "refresh_token_hash"]).where("token_hash", "=", tokenHash).executeTakeFirst();
+    if (!row) return;
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom("access_tokens").where("token_hash", "=", tokenHash).execute();
+      if (row.refresh_token_hash) await tx.deleteFrom("refresh_tokens").where("token_hash", "=", row.refresh_token_hash).execute();
+      await this.sessions.logChange(tx, row.user_id);
+    });
+    this.sessions.forgetUser(row.user_id);
   }
 
   async revokeDevice(userId: string, deviceId: string): Promise<void> {
-    await this.db.deleteFrom("access_tokens").where("user_id", "=", userId).where("device_id", "=", deviceId).execute();
-    await this.db.deleteFrom("refresh_tokens").where("user_id", "=", userId).where("device_id", "=", deviceId).execute();
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom("access_tokens").where("user_id", "=", userId).where("device_id", "=", deviceId).execute();
+      await tx.deleteFrom("refresh_tokens").where("user_id", "=", userId).where("device_id", "=", deviceId).execute();
+      await this.sessions.logChange(tx, userId);
+    });
+    this.sessions.forgetUser(userId);
   }
 
   async revokeAll(userId: string): Promise<void> {
-    await this.db.deleteFrom("access_tokens").where("user_id", "=", userId).execute();
-    await this.db.deleteFrom("refresh_tokens").where("user_id", "=", userId).execute();
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom("access_tokens").where("user_id", "=", userId).execute();
+      await tx.deleteFrom("refresh_tokens").where("user_id", "=", userId).execute();
+      await this.sessions.logChange(tx, userId);
+    });
+    this.sessions.forgetUser(userId);
   }
 }

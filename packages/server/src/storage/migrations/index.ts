@@ -12,6 +12,7 @@ import { up as partialEventIndexes } from "./009_partial_event_indexes.js";
 import { up as streamWindowIndexes } from "./010_stream_window_indexes.js";
 import { up as pushActionsByUser } from "./011_push_actions_by_user.js";
 import { up as sharedPushOutcome } from "./012_shared_push_outcome.js";
+import { up as authChanges } from "./013_auth_changes.js";
 
 export interface Migration {
   name: string;
@@ -32,4 +33,5 @@ export const MIGRATIONS: Migration[] = [
   { name: "010_stream_window_indexes", up: streamWindowIndexes },
   { name: "011_push_actions_by_user", up: pushActionsByUser },
   { name: "012_shared_push_outcome", up: sharedPushOutcome },
+  { name: "013_auth_changes", up: authChanges },
 ];
