@@ -108,6 +108,15 @@ describe("Notifier: which positions it can vouch for", () => {
     assert.deepEqual(await waiting, { reason: "timeout", quietThrough: 13 });
   });
 
+  test("a long wait (the shared deadlines, not a timer of its own) times out the same way, and not early", async () => {
+    fresh();
+    const started = Date.now();
+    const waiting = notifier.wait("@w:test", new Set(["!room:test"]), 10, 2_000);
+    bus.publish(wake(10, 12));
+    assert.deepEqual(await waiting, { reason: "timeout", quietThrough: 12 });
+    assert.ok(Date.now() - started >= 2_000, `timed out after ${Date.now() - started} ms`);
+  });
+
   test("news for the waiter wakes it instead", async () => {
     fresh();
     const waiting = timeout(10);

@@ -1,6 +1,7 @@
 import type { Bus, WakeUp } from "../bus/bus.js";
 import type { Metrics } from "../http/metrics.js";
 import { isPresenceOnly } from "../storage/stream.js";
+import { Deadlines } from "./deadlines.js";
 
 /**
  * What a wait needs of a cancellation signal; an AbortSignal is one. The /sync route uses a
@@ -43,6 +44,8 @@ interface Waiter {
   wake: (outcome: WaitOutcome) => void;
   /** Named by a wake-up and in line to be woken (see paceWakes): should its timer fire, it had news. */
   queued: boolean;
+  /** Where `deadlines` files it (-1: not there; a short wait has a timer of its own). */
+  deadlineSlot: number;
 }
 
 /**
@@ -55,6 +58,14 @@ export type WaitOutcome = { reason: "woken" | "aborted" | "closed" } | { reason:
 
 /** Recent wake-ups kept to tell whether a short window held news for someone (quietBetween). */
 const LOG_SIZE = 4096;
+
+/**
+ * Waits at least this long share the notifier's coarse deadlines (see Deadlines), answered up to
+ * DEADLINE_GRANULARITY_MS late; shorter ones (a client asking for a quick answer, tests) keep a
+ * timer of their own.
+ */
+const SHARED_DEADLINE_MIN_MS = 2000;
+const DEADLINE_GRANULARITY_MS = 100;
 
 /** Out-of-order batches remembered while an earlier one is still on its way. */
 const MAX_AHEAD = 10_000;
@@ -104,6 +115,17 @@ export class Notifier {
   private wakeQueue: Waiter[] = [];
   private wakeHead = 0;
   private drainScheduled = false;
+  /** The long waits' timeouts (see expire). */
+  private readonly deadlines = new Deadlines<Waiter>((w) => this.expire(w), DEADLINE_GRANULARITY_MS);
+
+  /**
+   * A wait's timeout. Computed the moment it fires: a wake-up handled later is not covered by it.
+   * A waiter in line to be woken had news (a timeout would say there was none): it is woken now,
+   * out of turn, rather than left waiting on its line.
+   */
+  private expire(w: Waiter): void {
+    w.wake(w.queued ? { reason: "woken" } : { reason: "timeout", quietThrough: this.quietThrough(w.since) });
+  }
 
   get isClosed(): boolean {
     return this.closed;
@@ -135,26 +157,27 @@ export class Notifier {
     return new Promise((resolve) => {
       let settled = false;
       const onAbort = () => waiter.wake({ reason: "aborted" });
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const waiter: Waiter = {
         userId,
         rooms,
         since,
         presence: opts.presence ?? true,
         queued: false,
+        deadlineSlot: -1,
         wake: (outcome) => {
           // Once: a queued waiter whose client goes away is woken then, and skipped in the queue.
           if (settled) return;
           settled = true;
-          clearTimeout(timer);
+          if (timer !== undefined) clearTimeout(timer);
+          else this.deadlines.remove(waiter);
           this.remove(waiter);
           signal?.removeEventListener("abort", onAbort);
           resolve(outcome);
         },
       };
-      // Computed the moment the timer fires: a wake-up handled later is not covered by it. A
-      // waiter in line to be woken had news (a timeout would say there was none): it is woken
-      // now, out of turn, rather than left waiting on its line.
-      const timer = setTimeout(() => waiter.wake(waiter.queued ? { reason: "woken" } : { reason: "timeout", quietThrough: this.quietThrough(since) }), timeoutMs);
+      if (timeoutMs >= SHARED_DEADLINE_MIN_MS) this.deadlines.add(waiter, performance.now() + timeoutMs);
+      else timer = setTimeout(() => this.expire(waiter), timeoutMs);
       signal?.addEventListener("abort", onAbort, { once: true });
       this.add(waiter);
     });
