@@ -2,7 +2,7 @@ import { MatrixError } from "@revier/protocol";
 import type { Db } from "../storage/database.js";
 import { randomToken, sha256Hex } from "../lib/random.js";
 import { prepared } from "../storage/prepared.js";
-import { SessionCache, type CachedSession } from "./session-cache.js";
+import type { CachedSession, SessionCache } from "./session-cache.js";
 
 export interface Session {
   readonly userId: string;
@@ -38,8 +38,8 @@ export class Tokens {
   constructor(
     private readonly db: Db,
     private readonly accessLifetimeMs: number | null,
-    /** Sessions already looked up; every change below is logged for it (see SessionCache). */
-    readonly sessions: SessionCache = new SessionCache(db),
+    /** Sessions already looked up, shared with Accounts; every change below is logged for it (see SessionCache). */
+    readonly sessions: SessionCache,
   ) {}
 
   async issue(userId: string, deviceId: string, withRefresh: boolean): Promise<IssuedTokens> {
