@@ -47,10 +47,14 @@ for (const kind of DB_KINDS) {
         return err.errcode;
       }
     };
-    /** A user with a fresh token, looked up once by B so B holds it. */
-    const userOnB = async (): Promise<{ userId: string; token: string }> => {
+    const newUser = async (): Promise<string> => {
       const userId = `@u${++n}:t`;
       await storage.db.insertInto("users").values({ user_id: userId, localpart: `u${n}`, password_hash: null, role: "user", deactivated: 0, locked: 0, created_ts: 0, displayname: null, avatar_url: null }).execute();
+      return userId;
+    };
+    /** A user with a fresh token, looked up once by B so B holds it. */
+    const userOnB = async (): Promise<{ userId: string; token: string }> => {
+      const userId = await newUser();
       const { access_token } = await a.tokens.issue(userId, "PHONE", false);
       assert.equal((await b.tokens.authenticate(access_token)).userId, userId);
       return { userId, token: access_token };
@@ -94,14 +98,13 @@ for (const kind of DB_KINDS) {
       assert.equal(await refusal(b, one.token), "M_UNKNOWN_TOKEN");
       assert.equal(await refusal(b, two.token), "M_UNKNOWN_TOKEN");
 
-      const userId = `@u${++n}:t`;
-      await storage.db.insertInto("users").values({ user_id: userId, localpart: `u${n}`, password_hash: null, role: "user", deactivated: 0, locked: 0, created_ts: 0, displayname: null, avatar_url: null }).execute();
+      const userId = await newUser();
       const first = await a.tokens.issue(userId, "PHONE", true);
       await b.tokens.authenticate(first.access_token);
       const second = await a.tokens.refresh(first.refresh_token!);
       const third = await a.tokens.refresh(second.refresh_token!);
       pollDue();
-      // Refreshing with the second refresh token retired the access tokens issued with the first.
+      // The first refresh retired the access token issued with the first refresh token.
       assert.equal(await refusal(b, first.access_token), "M_UNKNOWN_TOKEN");
       assert.equal((await b.tokens.authenticate(third.access_token)).userId, userId);
     });
