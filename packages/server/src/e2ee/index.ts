@@ -26,13 +26,14 @@ export function createE2ee(deps: { storage: Storage; stream: StreamWriter; serve
   const keyBackup = new KeyBackup(storage.db);
   const deviceLists = new DeviceLists(storage.db);
 
-  const syncExtension: SyncExtension = async ({ viewer, since, upto, news }, out) => {
+  const syncExtension: SyncExtension = async ({ viewer, since, from, upto, news }, out) => {
+    // The client's token acknowledges to-device messages; the news window starts at `from`.
     const { counts, fallbacks, delivered } = await keys.deviceSyncState(viewer.userId, viewer.deviceId, since ?? -1);
     const [events, lists] = await Promise.all([
       toDevice.deliver(viewer, since, upto, { noneNew: news !== null && !news.toDevice.has(toDeviceKey(viewer.userId, viewer.deviceId)), delivered }),
       // The spec reports device list changes only in incremental syncs; an initial sync makes the
       // client query everyone anyway.
-      since !== null ? deviceLists.changes(viewer.userId, since, upto, news) : Promise.resolve({ changed: [], left: [] }),
+      from !== null ? deviceLists.changes(viewer.userId, from, upto, news) : Promise.resolve({ changed: [], left: [] }),
     ]);
     out.to_device = { events };
     out.device_one_time_keys_count = counts;

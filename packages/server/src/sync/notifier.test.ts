@@ -82,7 +82,7 @@ describe("Notifier", () => {
 });
 
 describe("Notifier: which positions it can vouch for", () => {
-  const wake = (from: number | undefined, position: number, rooms: string[] = ["!elsewhere:test"]): WakeUp => ({ from, position, rooms, users: [] });
+  const wake = (from: number | undefined, position: number, rooms: string[] = ["!elsewhere:test"], users: string[] = []): WakeUp => ({ from, position, rooms, users });
   let bus: LocalBus;
   let notifier: Notifier;
   let reads = 0;
@@ -117,11 +117,46 @@ describe("Notifier: which positions it can vouch for", () => {
     assert.ok(Date.now() - started >= 2_000, `timed out after ${Date.now() - started} ms`);
   });
 
-  test("news for the waiter wakes it instead", async () => {
+  test("news for the waiter wakes it instead, saying where its news begins", async () => {
     fresh();
     const waiting = timeout(10);
+    bus.publish(wake(10, 11));
+    bus.publish(wake(11, 12, [], ["@other:test"]));
+    bus.publish(wake(12, 14, ["!room:test"]));
+    assert.deepEqual(await waiting, { reason: "woken", quietThrough: 12 }, "(10, 12] named neither the user nor its room");
+  });
+
+  test("woken out of order: nothing past a missing batch is vouched for", async () => {
+    fresh();
+    const waiting = timeout(10);
+    bus.publish(wake(10, 11));
+    // Another process's batch (13, 15] overtook (11, 13], which may hold news for the waiter too.
+    bus.publish(wake(13, 15, ["!room:test"]));
+    assert.deepEqual(await waiting, { reason: "woken", quietThrough: 11 });
+  });
+
+  test("a waiter woken at once (the stream had moved on) is vouched nothing", async () => {
+    fresh();
+    bus.publish(wake(10, 12));
+    assert.deepEqual(await timeout(11), { reason: "woken", quietThrough: null });
+  });
+
+  test("a presence-only batch ends the quiet only for waiters that want presence", async () => {
+    fresh();
+    const rooms = new Set(["!room:test"]);
+    const lean = notifier.wait("@w:test", rooms, 10, 5_000, undefined, { presence: false });
+    const full = notifier.wait("@v:test", rooms, 10, 5_000, undefined, { presence: true });
+    bus.publish({ from: 10, position: 11, rooms: ["!room:test"], users: ["@p:test"], presenceOnly: true });
+    bus.publish(wake(11, 12, ["!room:test"]));
+    assert.deepEqual(await full, { reason: "woken", quietThrough: 10 });
+    assert.deepEqual(await lean, { reason: "woken", quietThrough: 11 });
+  });
+
+  test("a wait that began before the watermark started is vouched nothing when woken either", async () => {
+    fresh();
+    const waiting = notifier.wait("@w:test", new Set(["!room:test"]), 8, 5_000);
     bus.publish(wake(10, 11, ["!room:test"]));
-    assert.deepEqual(await waiting, { reason: "woken" });
+    assert.deepEqual(await waiting, { reason: "woken", quietThrough: null });
   });
 
   test("out of order: nothing past a missing batch is vouched for until it arrives", async () => {
@@ -298,6 +333,21 @@ describe("Notifier.paceWakes: a wave's waiters woken as there is room", () => {
     assert.equal(notifier.wakesQueued, 3, "no room: all in line");
     await all;
     assert.deepEqual(outcomes, [[0, "woken"], [1, "woken"], [2, "woken"]]);
+    notifier.close();
+  });
+
+  test("a waiter woken from the line, or by its timeout while in line, keeps where its news began", async () => {
+    const { bus, notifier, room } = paced();
+    const fromLine = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000);
+    const timedOut = notifier.wait("@v:test", new Set(["!room:test"]), 10, 20);
+    bus.publish({ from: 10, position: 11, rooms: ["!elsewhere:test"], users: [] });
+    bus.publish({ from: 11, position: 12, rooms: ["!room:test"], users: [] });
+    // Later news while they wait in line does not move it.
+    bus.publish({ from: 12, position: 13, rooms: ["!room:test"], users: [] });
+    assert.deepEqual(await timedOut, { reason: "woken", quietThrough: 11 });
+    room.n = 1;
+    notifier.resumeWakes();
+    assert.deepEqual(await fromLine, { reason: "woken", quietThrough: 11 });
     notifier.close();
   });
 

@@ -44,17 +44,21 @@ interface Waiter {
   wake: (outcome: WaitOutcome) => void;
   /** Named by a wake-up and in line to be woken (see paceWakes): should its timer fire, it had news. */
   queued: boolean;
+  /** Set when a wake-up names it: the outcome's `quietThrough` (see quietBefore). */
+  quiet: number | null;
   /** Where `deadlines` files it (-1: not there; a short wait has a timer of its own). */
   deadlineSlot: number;
 }
 
 /**
- * How a wait ended. `quietThrough` (timeouts only): every position in (since, quietThrough] has
- * been announced here and none of those announcements named this waiter's user or rooms, so a
- * /sync over that window has nothing to say — it can answer `quietThrough` as its next token
- * without looking. Null when that cannot be vouched for (see Notifier.quietThrough).
+ * How a wait ended. `quietThrough`: every position in (since, quietThrough] has been announced
+ * here and none of those announcements named this waiter's user or rooms (presence alone counts
+ * only for waiters that want presence). After a timeout, a /sync over that window has nothing to
+ * say: it can answer `quietThrough` as its next token without looking. After a wake-up, what is
+ * new to the waiter begins after it (see Notifier.quietBefore). Null when that cannot be vouched
+ * for.
  */
-export type WaitOutcome = { reason: "woken" | "aborted" | "closed" } | { reason: "timeout"; quietThrough: number | null };
+export type WaitOutcome = { reason: "aborted" | "closed" } | { reason: "woken" | "timeout"; quietThrough: number | null };
 
 /** Recent wake-ups kept to tell whether a short window held news for someone (quietBetween). */
 const LOG_SIZE = 4096;
@@ -124,7 +128,7 @@ export class Notifier {
    * out of turn, rather than left waiting on its line.
    */
   private expire(w: Waiter): void {
-    w.wake(w.queued ? { reason: "woken" } : { reason: "timeout", quietThrough: this.quietThrough(w.since) });
+    w.wake(w.queued ? { reason: "woken", quietThrough: w.quiet } : { reason: "timeout", quietThrough: this.quietThrough(w.since) });
   }
 
   get isClosed(): boolean {
@@ -152,7 +156,7 @@ export class Notifier {
     if (signal?.aborted) return Promise.resolve({ reason: "aborted" });
     // A write that committed after the caller read `since` but before it got here was announced
     // already; returning lets the caller look again instead of sleeping through it.
-    if (this.position > since) return Promise.resolve({ reason: "woken" });
+    if (this.position > since) return Promise.resolve({ reason: "woken", quietThrough: null });
     if (timeoutMs <= 0) return Promise.resolve({ reason: "timeout", quietThrough: this.quietThrough(since) });
     return new Promise((resolve) => {
       let settled = false;
@@ -164,6 +168,7 @@ export class Notifier {
         since,
         presence: opts.presence ?? true,
         queued: false,
+        quiet: null,
         deadlineSlot: -1,
         wake: (outcome) => {
           // Once: a queued waiter whose client goes away is woken then, and skipped in the queue.
@@ -202,6 +207,22 @@ export class Notifier {
   private quietThrough(since: number): number | null {
     if (this.announced === null || since < this.floor || this.announced < since) return null;
     return this.announced;
+  }
+
+  /**
+   * For a waiter (waiting since `since`) that wake-up `w` names first: the highest P such that
+   * every batch in (since, P] was announced here and, since the waiter would have been woken by
+   * any of them that named it, none did. That is where `w` begins, or less while a batch before
+   * `w` is still missing (wake-ups from several processes arrive out of order). Null when the
+   * watermark does not cover the wait (see quietThrough).
+   *
+   * A wave's members were last answered at positions of their own (other rooms, presence), but
+   * all are woken by the same message: starting their windows where it begins lets the members
+   * share the window's answers (see SyncService.build) instead of each asking its own.
+   */
+  private quietBefore(since: number, w: WakeUp): number | null {
+    if (this.announced === null || since < this.floor || w.from === undefined) return null;
+    return Math.max(since, Math.min(this.announced, w.from));
   }
 
   /**
@@ -384,7 +405,7 @@ export class Notifier {
     const before = room;
     while (room > 0 && this.wakeHead < this.wakeQueue.length) {
       const w = this.wakeQueue[this.wakeHead++]!;
-      w.wake({ reason: this.closed ? "closed" : "woken" });
+      w.wake(this.closed ? { reason: "closed" } : { reason: "woken", quietThrough: w.quiet });
       room--;
     }
     if (this.wakeHead === this.wakeQueue.length) {
@@ -421,7 +442,7 @@ export class Notifier {
     const index = presenceOnly ? this.byRoomPresence : this.byRoom;
     for (const r of w.rooms) for (const waiter of index.get(r) ?? []) hit.add(waiter);
     if (this.pacer === null) {
-      for (const waiter of hit) if (w.position > waiter.since) waiter.wake({ reason: "woken" });
+      for (const waiter of hit) if (w.position > waiter.since) waiter.wake({ reason: "woken", quietThrough: this.quietBefore(waiter.since, w) });
       return;
     }
     let queued = false;
@@ -430,6 +451,7 @@ export class Notifier {
       // Off the indexes now: later wake-ups must not line it up twice.
       this.remove(waiter);
       waiter.queued = true;
+      waiter.quiet = this.quietBefore(waiter.since, w);
       this.wakeQueue.push(waiter);
       queued = true;
     }

@@ -15,7 +15,7 @@ import { prepared } from "../storage/prepared.js";
 import { isPresenceOnly } from "../storage/stream.js";
 import { loadWindowNews, toDeviceKey, weighWindowNews, type WindowNews } from "./window-news.js";
 import { UnreadTracker } from "./unread-tracker.js";
-import { MembershipCache, type MemberRow } from "./membership-cache.js";
+import { MembershipCache, membershipsOf, membershipsAt, type MemberRow, type Memberships } from "./membership-cache.js";
 import { Limiter } from "../lib/limiter.js";
 import { chunks } from "../lib/chunks.js";
 import { FilterCache } from "./filter-cache.js";
@@ -60,11 +60,13 @@ const selectAllMemberships = prepared((db, userId: string) =>
 );
 
 /**
- * Extra /sync sections other modules fill (to-device, device lists, key counts). `news`: who has
- * news of which kind in a short window (null for initial syncs and long windows), so an
- * extension can skip its queries for users with none.
+ * Extra /sync sections other modules fill (to-device, device lists, key counts). `since`: the
+ * client's token (what it acknowledges). `from`: where news for the viewer may begin, at or after
+ * `since` (see SyncService.sync); windows start there. `news`: who has news of which kind in the
+ * short window (from, upto] (null for initial syncs and long windows), so an extension can skip
+ * its queries for users with none.
  */
-export type SyncExtension = (ctx: { viewer: Viewer; since: number | null; upto: number; joinedRooms: string[]; news: WindowNews | null }, out: Json) => Promise<void>;
+export type SyncExtension = (ctx: { viewer: Viewer; since: number | null; from: number | null; upto: number; joinedRooms: string[]; news: WindowNews | null }, out: Json) => Promise<void>;
 
 /** Unread counts of a room without notifications since the read receipt. */
 const NO_UNREAD = { notify: 0, highlight: 0, threads: {} } as const;
@@ -144,6 +146,14 @@ export class SyncService {
   async sync(viewer: Viewer, p: SyncParams): Promise<Json> {
     const since = p.since !== undefined ? parseToken(p.since) : null;
     const deadline = Date.now() + p.timeoutMs - longPollJitter(p.timeoutMs);
+    // Nothing in (since, from] is news to the viewer: windows start at `from`. A wave's members
+    // were last answered at positions of their own (their other rooms, presence), so windows from
+    // their tokens differ member by member, and what the members of a wave could share (which
+    // rooms changed, who has account data, to-device messages or device-list changes) was asked
+    // once per member. Woken by the same message, they all start where it begins. The guarantee
+    // is the one a quiet timeout relies on (its client is handed the watermark as its token): a
+    // wait is woken by every announcement naming its user or rooms.
+    let from = since;
     for (;;) {
       // A long-poll may stop at what the notifier has heard of: its wait covers anything later.
       // A request that wants an answer now (and a token from a process that is ahead) reads
@@ -163,21 +173,26 @@ export class SyncService {
       // one side effect of a build, acknowledging to-device messages up to `since`, is why a
       // request after an answer that carried some is built anyway: see pendingAck.)
       const presence = wantsType(p.filter?.presence, "m.presence");
-      let rooms: Set<string> | null = null;
-      const roomsNow = async () => (rooms ??= new Set((await this.membershipsAt(viewer.userId, upto)).filter((m) => m.membership === "join").map((m) => m.room_id)));
+      let rooms: ReadonlySet<string> | null = null;
+      const roomsNow = async () => (rooms ??= (await this.membershipsAt(viewer.userId, upto)).joined);
       // The last answer carried to-device messages: this request acknowledges them, which only a
       // build carries out (they are deleted then), so it is not skipped.
       const acknowledges = since !== null && this.pendingAck.delete(toDeviceKey(viewer.userId, viewer.deviceId));
+      // Whether (since, upto] is known to hold nothing for the viewer when the wait below begins.
+      let quietToUpto = true;
       if (since !== upto || p.fullState || answerNow() || acknowledges) {
         // A long-poll back while other rooms are busy finds the stream moved on; if nothing
         // announced in between named it, there is nothing to build (see quietBetween).
-        const quiet = since !== null && !p.fullState && !answerNow() && !acknowledges && this.d.notifier.quietBetween(viewer.userId, await roomsNow(), since, upto, presence);
+        const quiet = from !== null && !p.fullState && !answerNow() && !acknowledges && this.d.notifier.quietBetween(viewer.userId, await roomsNow(), from, upto, presence);
         if (!quiet) {
-          const out = await this.build(viewer, since, upto, p);
+          const out = await this.build(viewer, since, upto, p, from);
           if (answerNow() || hasNews(out)) return out;
+          // Built and found nothing to show; that is not the same as nothing announced.
+          quietToUpto = false;
         }
       }
       const outcome = await this.d.notifier.wait(viewer.userId, await roomsNow(), upto, deadline - Date.now(), p.signal, { presence });
+      if (outcome.reason === "woken" && outcome.quietThrough !== null && quietToUpto && from !== null && outcome.quietThrough > from) from = outcome.quietThrough;
       // Nobody reads the answer to a request whose client went away.
       if (outcome.reason === "aborted") return quietResponse(upto);
       // A long-poll that timed out without a wake-up for it: (since, upto] was empty and
@@ -188,13 +203,14 @@ export class SyncService {
       if (outcome.reason === "timeout" && outcome.quietThrough !== null) {
         const committed = await this.d.stream.current();
         if (committed <= outcome.quietThrough) return quietResponse(Math.max(upto, outcome.quietThrough));
-        return this.build(viewer, since, committed, p);
+        return this.build(viewer, since, committed, p, from);
       }
-      if (Date.now() >= deadline || p.signal?.aborted) return this.build(viewer, since, await this.d.stream.current(), p);
+      if (Date.now() >= deadline || p.signal?.aborted) return this.build(viewer, since, await this.d.stream.current(), p, from);
     }
   }
 
-  private build(viewer: Viewer, since: number | null, upto: number, p: SyncParams): Promise<Json> {
+  /** `from`: see sync; defaults to `since`. */
+  private build(viewer: Viewer, since: number | null, upto: number, p: SyncParams, from = since): Promise<Json> {
     return this.building.run(() => {
       // In a wave of thousands a build waits its turn for a while. A long-poll answers with what
       // has been heard by the time its turn comes: a message sent meanwhile then rides along
@@ -202,18 +218,24 @@ export class SyncService {
       // has been worked through once more, at the cost of another answer. (Not presence alone:
       // see heardNewsPosition.)
       const heard = p.timeoutMs > 0 && since !== null ? this.d.notifier.heardNewsPosition() : null;
-      const built = this.buildNow(viewer, since, heard !== null && heard > upto ? heard : upto, p);
+      const built = this.buildNow(viewer, since, from, heard !== null && heard > upto ? heard : upto, p);
       // The slot frees once this settles: the next of a wave's long-polls may be woken.
       void built.then(this.resumeWakes, this.resumeWakes);
       return built;
     });
   }
 
-  private async buildNow(viewer: Viewer, since: number | null, upto: number, p: SyncParams): Promise<Json> {
+  /**
+   * `since`: the client's token. `from`: where news for the viewer may begin (see sync); the
+   * windows asked about start there, while what depends on the token itself (a room newly joined
+   * since it, unread counts carried from the answer that handed it out, to-device messages it
+   * acknowledges) keeps to `since`.
+   */
+  private async buildNow(viewer: Viewer, since: number | null, from: number | null, upto: number, p: SyncParams): Promise<Json> {
     const { db } = this.d;
     const filter = p.filter;
     const roomFilter = filter?.room;
-    const memberships = await this.membershipsAt(viewer.userId, upto);
+    const memberships = (await this.membershipsAt(viewer.userId, upto)).rows;
     // A membership row may have moved past `upto` since; those rooms wait for the next sync.
     const joined = memberships.filter((m) => m.membership === "join" && roomAllowed(roomFilter, m.room_id));
     const joinedIds = joined.map((m) => m.room_id);
@@ -226,13 +248,13 @@ export class SyncService {
     // For a short window (what a long-polling client asks for), which rooms got events, receipts
     // or typing changes is asked once for everybody syncing over the same window, then narrowed
     // to this user's rooms; only those rooms are looked at further.
-    const shortWindow = since !== null && upto - since <= SHARED_WINDOW;
-    const news = shortWindow && since !== null ? await this.windowNews(since, upto) : null;
+    const shortWindow = from !== null && upto - from <= SHARED_WINDOW;
+    const news = shortWindow && from !== null ? await this.windowNews(from, upto) : null;
     const inWindow = (kind: "events" | "typing", rooms: string[]): Promise<string[]> =>
-      shortWindow && since !== null ? this.roomsChangedIn(kind, since, upto).then((changed) => rooms.filter((r) => changed.has(r))) : Promise.resolve(rooms);
+      shortWindow && from !== null ? this.roomsChangedIn(kind, from, upto).then((changed) => rooms.filter((r) => changed.has(r))) : Promise.resolve(rooms);
 
     let changedRooms: Set<string> | null = null;
-    if (since !== null && !p.fullState && joinedIds.length > 0) {
+    if (from !== null && !p.fullState && joinedIds.length > 0) {
       const candidates = await inWindow("events", joinedIds);
       changedRooms = shortWindow
         ? new Set(candidates)
@@ -242,7 +264,7 @@ export class SyncService {
                 .selectFrom("events")
                 .select("room_id")
                 .distinct()
-                .where("stream_ordering", ">", since)
+                .where("stream_ordering", ">", from)
                 .where("stream_ordering", "<=", upto)
                 .where("room_id", "in", candidates)
                 .execute()
@@ -251,19 +273,19 @@ export class SyncService {
     }
     // The window's answer already lists the rooms with receipts (see WindowNews).
     const receiptRooms = news !== null ? joinedIds.filter((r) => news.receipts.has(r)) : joinedIds;
-    const typingRooms = since === null ? joinedIds : await inWindow("typing", joinedIds);
+    const typingRooms = from === null ? joinedIds : await inWindow("typing", joinedIds);
     const [receipts, typing, roomAccountData] = await Promise.all([
       filterEphemeral(roomFilter) && receiptRooms.length > 0
-        ? since === null
+        ? from === null
           ? this.d.ephemeral.receiptsFor(joinedIds, viewer.userId)
-          : this.d.ephemeral.receiptsSince(receiptRooms, since, upto, viewer.userId)
+          : this.d.ephemeral.receiptsSince(receiptRooms, from, upto, viewer.userId)
         : new Map<string, Json>(),
-      since !== null && filterEphemeral(roomFilter) && typingRooms.length > 0 ? this.d.ephemeral.typingSince(typingRooms, since, upto) : new Map<string, string[]>(),
-      since === null
+      from !== null && filterEphemeral(roomFilter) && typingRooms.length > 0 ? this.d.ephemeral.typingSince(typingRooms, from, upto) : new Map<string, string[]>(),
+      from === null
         ? this.d.accountData.all(viewer.userId)
         : news !== null && !news.accountData.has(viewer.userId)
           ? { global: [], rooms: new Map<string, Json[]>() }
-          : this.d.accountData.changedSince(viewer.userId, since, upto),
+          : this.d.accountData.changedSince(viewer.userId, from, upto),
     ]);
 
     // An initial sync of an account in many rooms: what would be asked per room is asked once.
@@ -284,7 +306,7 @@ export class SyncService {
       const roomData: Json = {};
       if (hasEvents) {
         const joinedBefore = since !== null && !newlyJoined && !p.fullState && m.stream_ordering <= since;
-        Object.assign(roomData, await this.roomTimelineAndState(viewer, m.room_id, newlyJoined || p.fullState ? null : since, upto, filter, joinedBefore, initial?.ranges.get(m.room_id)));
+        Object.assign(roomData, await this.roomTimelineAndState(viewer, m.room_id, newlyJoined || p.fullState ? null : from, upto, filter, joinedBefore, initial?.ranges.get(m.room_id)));
       }
       const eph: Json[] = [];
       const r = receipts.get(m.room_id);
@@ -308,7 +330,7 @@ export class SyncService {
         counts = initial.unread.get(m.room_id) ?? NO_UNREAD;
         this.unread.remember(viewer.userId, viewer.deviceId, m.room_id, upto, counts);
       } else {
-        counts = await this.unread.counts(viewer.userId, viewer.deviceId, m.room_id, since, upto, carry);
+        counts = await this.unread.counts(viewer.userId, viewer.deviceId, m.room_id, since, from, upto, carry);
       }
       roomData.unread_notifications = { notification_count: counts.notify, highlight_count: counts.highlight };
       join[m.room_id] = roomData;
@@ -333,13 +355,13 @@ export class SyncService {
       next_batch: formatToken(upto),
       rooms: { join, invite, leave, knock },
       account_data: { events: roomAccountData.global.filter((e) => matchesEventFilter(filter?.account_data, { type: e.type, sender: viewer.userId, content: e.content })) },
-      presence: { events: await this.presence(viewer.userId, joinedIds, since, upto, filter) },
+      presence: { events: await this.presence(viewer.userId, joinedIds, from, upto, filter) },
       to_device: { events: [] },
       device_lists: { changed: [], left: [] },
       device_one_time_keys_count: {},
       device_unused_fallback_key_types: [],
     };
-    for (const ext of this.extensions) await ext({ viewer, since, upto, joinedRooms: joinedIds, news }, out);
+    for (const ext of this.extensions) await ext({ viewer, since, from, upto, joinedRooms: joinedIds, news }, out);
     if ((out.to_device as { events: unknown[] }).events.length > 0) {
       if (this.pendingAck.size >= 100_000) this.pendingAck.clear();
       this.pendingAck.add(toDeviceKey(viewer.userId, viewer.deviceId));
@@ -352,9 +374,9 @@ export class SyncService {
    * the cache only where every wake-up up to `upto` has been heard, which is when the cache is
    * known to hold every change up to there (see MembershipCache).
    */
-  private async membershipsAt(userId: string, upto: number): Promise<MemberRow[]> {
-    if (!this.d.notifier.heardUpTo(upto)) return (await selectMemberships(this.d.db, userId, upto)) as MemberRow[];
-    return (await this.memberships.get(userId)).filter((m) => m.stream_ordering <= upto);
+  private async membershipsAt(userId: string, upto: number): Promise<Memberships> {
+    if (!this.d.notifier.heardUpTo(upto)) return membershipsOf((await selectMemberships(this.d.db, userId, upto)) as MemberRow[]);
+    return membershipsAt(await this.memberships.get(userId), upto);
   }
 
   /** Who has per-user news in (since, upto]: asked once per window for everybody (see WindowNews). */

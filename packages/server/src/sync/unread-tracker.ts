@@ -74,19 +74,21 @@ export class UnreadTracker {
 
   /**
    * The counts for a room of the viewer at `upto`. `carry`: the caller vouches that the user was
-   * joined throughout (since, upto] and set no read receipt in the room in it.
+   * joined throughout (since, upto] and set no read receipt in the room in it. `from` (at or after
+   * `since`): the caller also vouches that the room had no events in (since, from] (see
+   * SyncService.sync), so only (from, upto] is looked at.
    */
-  async counts(userId: string, deviceId: string, roomId: string, since: number | null, upto: number, carry: boolean, now = Date.now()): Promise<Pick<UnreadCounts, "notify" | "highlight">> {
+  async counts(userId: string, deviceId: string, roomId: string, since: number | null, from: number | null, upto: number, carry: boolean, now = Date.now()): Promise<Pick<UnreadCounts, "notify" | "highlight">> {
     const key = `${userId}\u0000${deviceId}\u0000${roomId}`;
     const last = this.entries.get(key);
     let notify = 0;
     let highlight = 0;
     let counted = now;
-    const canCarry = last !== undefined && carry && since !== null && last.pos === since && upto >= since && upto - since <= FAR && now - last.counted < MAX_AGE_MS;
+    const canCarry = last !== undefined && carry && since !== null && from !== null && from >= since && last.pos === since && upto >= from && upto - from <= FAR && now - last.counted < MAX_AGE_MS;
     // Read before any await: entries are updated in place, and another request of the device
     // (a retry) may update this one while this request waits.
     if (canCarry) ({ notify, highlight, counted } = last);
-    const carried = canCarry ? (upto > since ? await this.positions(roomId, since, upto) : []) : null;
+    const carried = canCarry ? (upto > from ? await this.positions(roomId, from, upto) : []) : null;
     if (carried !== null) {
       for (const pos of carried) {
         const h = notifiesMember(await this.outcomeAt(pos), userId);
