@@ -8,6 +8,37 @@ export interface MemberRow {
   event_id: string;
 }
 
+/** A user's memberships as cached: the rows, and what every long-poll cycle derives from them. */
+export interface Memberships {
+  readonly rows: readonly MemberRow[];
+  /** The newest row's position (0 without rows). */
+  readonly newest: number;
+  /** The rooms joined. */
+  readonly joined: ReadonlySet<string>;
+}
+
+/**
+ * The memberships as of `upto`: rows that moved past it wait for the next sync. Every long-poll
+ * cycle asks this twice (which rooms wake it, which rooms to build), almost always for a position
+ * at or past the newest row: then the cached rows and room set are handed out as they are. A
+ * fresh array and set per request lived as long as the request waited, and the collector copied
+ * them with it.
+ */
+export function membershipsAt(m: Memberships, upto: number): Memberships {
+  if (m.newest <= upto) return m;
+  return membershipsOf(m.rows.filter((r) => r.stream_ordering <= upto));
+}
+
+export function membershipsOf(rows: readonly MemberRow[]): Memberships {
+  let newest = 0;
+  const joined = new Set<string>();
+  for (const r of rows) {
+    if (r.stream_ordering > newest) newest = r.stream_ordering;
+    if (r.membership === "join") joined.add(r.room_id);
+  }
+  return { rows: Object.freeze([...rows]), newest, joined };
+}
+
 /**
  * Each user's room memberships, kept between /sync requests. Every long-poll cycle needs them
  * (which rooms to build, which rooms wake it), and an account in 1,500 rooms reads 1,500 rows
@@ -21,7 +52,7 @@ export interface MemberRow {
  * never for one it has not: positions committed but not yet announced read the database.
  */
 export class MembershipCache {
-  private readonly entries = new Map<string, Promise<MemberRow[]>>();
+  private readonly entries = new Map<string, Promise<Memberships>>();
 
   constructor(
     private readonly load: (userId: string) => Promise<MemberRow[]>,
@@ -29,13 +60,13 @@ export class MembershipCache {
     private readonly limit = 50_000,
   ) {}
 
-  get(userId: string): Promise<MemberRow[]> {
+  get(userId: string): Promise<Memberships> {
     const hit = this.entries.get(userId);
     if (hit) {
       touch(this.entries, userId, hit, this.limit);
       return hit;
     }
-    const loading = this.load(userId);
+    const loading = this.load(userId).then(membershipsOf);
     add(this.entries, userId, loading, this.limit);
     loading.catch(() => {
       if (this.entries.get(userId) === loading) this.entries.delete(userId);
