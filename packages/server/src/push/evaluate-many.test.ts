@@ -90,3 +90,29 @@ test("recipients with default rules that the event does not name share one evalu
   assert.ok(officers.every((m) => m === officers[0]), "one result object, evaluated once");
   assert.equal(officers[0]?.ruleId, ".m.rule.message");
 });
+
+test("the rules of recipients the event does not single out are read once, not once each", () => {
+  // The server builds a member's full ruleset only when it is read (push-service.ts): here, for
+  // those singled out and for one of the others, never for the rest.
+  const reads = new Map<string, number>();
+  const counted = recipients.map((r) => ({
+    userId: r.userId,
+    localpart: r.localpart,
+    ...(r.displayName !== undefined ? { displayName: r.displayName } : {}),
+    defaultsOnly: r.defaultsOnly,
+    get ruleset() {
+      reads.set(r.userId, (reads.get(r.userId) ?? 0) + 1);
+      return r.ruleset;
+    },
+  }));
+  evaluateForRecipients(counted, message({ body: "Lage ruhig, Anna übernimmt" }), rooms[0]!);
+  // Anna is named in the body, Fritz, Gabi and Heinz have rules of their own, Ida's localpart is a glob.
+  const own = ["anna", "fritz", "gabi", "heinz", "ida*"].map((who) => `@${who}:example.org`);
+  for (const who of own) assert.equal(reads.get(who), 1, who);
+  const shared = [...reads].filter(([u]) => !own.includes(u));
+  assert.deepEqual(
+    shared.map(([, n]) => n),
+    [1],
+    `of the other ${recipients.length - own.length}, one recipient's rules are read once: ${shared.map(([u]) => u).join(", ")}`,
+  );
+});

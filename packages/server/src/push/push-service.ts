@@ -47,7 +47,52 @@ function isUntouched(stored: UserPushRules): boolean {
   return Object.values(stored.custom).every((rules) => rules.length === 0) && Object.values(stored.defaults).every((changes) => Object.keys(changes).length === 0);
 }
 
-type RulesetEntry = Pick<PushRecipient, "ruleset" | "localpart" | "defaultsOnly">;
+/**
+ * A user's rules as the cache keeps them. The full ruleset (about 5 KB of objects) is built when
+ * first asked for: a message into a channel evaluates the untouched defaults once for all the
+ * members it does not single out (evaluateForRecipients), so most members' rulesets were built,
+ * kept and never read — 26 MB for a channel of 5,000, and the first message after a start
+ * built them all inside its write.
+ */
+class RulesetEntry {
+  private built: Ruleset | null = null;
+
+  constructor(
+    private readonly userId: string,
+    readonly localpart: string,
+    /** Null for untouched defaults. */
+    private readonly stored: UserPushRules | null,
+  ) {}
+
+  get defaultsOnly(): boolean {
+    return this.stored === null;
+  }
+
+  get ruleset(): Ruleset {
+    return (this.built ??= buildRuleset(this.userId, this.localpart, this.stored ?? undefined));
+  }
+}
+
+/** One recipient of an event: its cached rules, and the display name it has in the room. */
+class Recipient implements PushRecipient {
+  constructor(
+    readonly userId: string,
+    private readonly entry: RulesetEntry,
+    readonly displayName?: string,
+  ) {}
+
+  get localpart(): string {
+    return this.entry.localpart;
+  }
+
+  get defaultsOnly(): boolean {
+    return this.entry.defaultsOnly;
+  }
+
+  get ruleset(): Ruleset {
+    return this.entry.ruleset;
+  }
+}
 
 /** What an event does for one recipient. */
 type Outcome = "silent" | "notify" | "highlight";
@@ -114,8 +159,7 @@ export class PushService {
   }
 
   private remember(userId: string, stored: UserPushRules): RulesetEntry {
-    const localpart = localpartOf(userId);
-    const built = { ruleset: buildRuleset(userId, localpart, stored), localpart, defaultsOnly: isUntouched(stored) };
+    const built = new RulesetEntry(userId, localpartOf(userId), isUntouched(stored) ? null : stored);
     if (this.cache.size >= PushService.CACHE_LIMIT) this.cache.clear();
     this.cache.set(userId, built);
     return built;
@@ -175,10 +219,7 @@ export class PushService {
       recipients.map((m) => m.user_id),
       tx,
     );
-    const withRules: PushRecipient[] = recipients.map((m, i) => {
-      const { ruleset, localpart, defaultsOnly } = entries[i]!;
-      return { userId: m.user_id, localpart, ...(m.displayname ? { displayName: m.displayname } : {}), ruleset, defaultsOnly };
-    });
+    const withRules: PushRecipient[] = recipients.map((m, i) => new Recipient(m.user_id, entries[i]!, m.displayname || undefined));
     const matches = evaluateForRecipients(withRules, { ...clientEvent }, { roomMemberCount: joinedCount, senderPowerLevel: senderLevel, notificationPowerLevels: notificationLevels });
     // One outcome per recipient; the shared evaluation hands the same match to most of them.
     const summaries = new Map<PushMatch | null, Outcome>();
