@@ -160,6 +160,8 @@ export const fanout: Scenario = async (ctx) => {
   // Each message's p99 over the members, in sending order: whether the tail comes from every
   // wave, from the first (cold caches after start) or from a stretch where the server fell behind.
   const messageP99 = percentileByGroup([...ackAt.keys()], byMessage, 99);
+  const overSecond = new Map<string, number>();
+  for (const [id, ms] of byMessage) if (ms >= 1000) overSecond.set(id, (overSecond.get(id) ?? 0) + 1);
   const rss = await ctx.target.rssBytes();
   return {
     parameters: { members, messages, rate },
@@ -197,6 +199,8 @@ export const fanout: Scenario = async (ctx) => {
       sync_errors: syncErrors,
       ...(rss !== null ? { server_rss_mb: round(rss / 1048576) } : {}),
     },
+    // Per message, in sending order: which waves make the tail.
+    detail: { message_p99_ms: messageP99.map(round), message_over_1s: [...ackAt.keys()].map((id) => overSecond.get(id) ?? 0) },
     checks: [
       { what: "delivery p99", target: "< 1 s", pass: p99 < 1000 },
       { what: "undelivered", target: "0", pass: undelivered === 0 && sendErrors === 0 },
