@@ -7,7 +7,7 @@ import type { Services } from "../services.js";
 import { parseJsonBody } from "../lib/json-body.js";
 import { randomToken } from "../lib/random.js";
 import { toMatrixError } from "./errors.js";
-import type { AuthedUser, RouteDef } from "./route.js";
+import { ANSWERED_LATER, type AuthedUser, type RouteDef } from "./route.js";
 import { ALL_ROUTES } from "../api/index.js";
 import { applySecurityHeaders, clientErrorHandler, registerSecurityHeaders } from "./security-headers.js";
 import { httpsOptions } from "./tls.js";
@@ -202,14 +202,31 @@ function registerRoute(app: FastifyInstance, s: Services, def: RouteDef, opts: {
         }
       }
     },
-    handler: async (req, reply) => {
+    // Callback style, not an async function: its promise would stay pending until the answer, and
+    // with it whatever its frame holds, for as long as a parked long-poll waits (see ANSWERED_LATER).
+    handler: (req, reply) => {
       const user = (req as FastifyRequest & { revierUser?: AuthedUser | null }).revierUser ?? null;
-      const result = await def.handler({ user, body: req.body, query: req.query, params: req.params, req, reply }, s);
-      // A handler that answered itself (downloads, pages, metrics) has started the reply. With async
-      // onSend hooks it may not have ended yet, so `reply.sent` alone would miss it and a second,
-      // JSON send would relabel the first answer.
-      if (result === reply || reply.sent || reply.raw.headersSent || SENDING.has(reply)) return reply;
-      return reply.type("application/json").send(result ?? {});
+      let result: Promise<unknown>;
+      try {
+        result = def.handler({ user, body: req.body, query: req.query, params: req.params, req, reply }, s);
+      } catch (err) {
+        result = Promise.reject(err);
+      }
+      result.then(
+        (body) => {
+          // A handler that answered itself (downloads, pages, metrics) has started the reply. With
+          // async onSend hooks it may not have ended yet, so `reply.sent` alone would miss it and a
+          // second, JSON send would relabel the first answer.
+          if (body === ANSWERED_LATER || body === reply || reply.sent || reply.raw.headersSent || SENDING.has(reply)) return;
+          reply.type("application/json").send(body ?? {});
+        },
+        // As Fastify does for a rejected handler: its error handler answers (or, once the headers
+        // are out, ends the response).
+        (err: unknown) => {
+          if (reply.sent) return;
+          reply.send(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
     },
   });
 }

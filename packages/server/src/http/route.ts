@@ -40,6 +40,13 @@ export interface RouteContext<B, Q, P, U> {
   reply: FastifyReply;
 }
 
+/**
+ * What a handler returns when it has arranged to send the reply itself, later (a long-poll parked
+ * until there is news: see SyncService.answer). Not `reply`: a reply is a thenable, so an async
+ * handler returning it would stay pending, with listeners on the response, until the answer.
+ */
+export const ANSWERED_LATER = Symbol("answered later");
+
 export interface RouteDef {
   spec: RouteSpec<TSchema | undefined, TSchema | undefined, TSchema | undefined>;
   handler: (ctx: RouteContext<unknown, unknown, unknown, AuthedUser | null>, s: Services) => Promise<unknown>;

@@ -4,7 +4,7 @@ import { migrate, openSqlite, type Storage } from "../storage/database.js";
 import { StreamWriter } from "../storage/stream.js";
 import { LocalBus } from "../bus/local.js";
 import { Metrics } from "../http/metrics.js";
-import { ClientGone, Notifier } from "./notifier.js";
+import { ClientGone, Notifier, type WaitOutcome } from "./notifier.js";
 import type { WakeUp } from "../bus/bus.js";
 
 describe("Notifier", () => {
@@ -236,6 +236,23 @@ describe("Notifier: which positions it can vouch for", () => {
     bus.publish(wake(10, 12, ["!room:test"]));
     assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false), false, "the late batch named the room");
     assert.equal(notifier.quietBetween("@w:test", rooms, 12, 15, false), true);
+  });
+
+  test("park: the outcome comes once, from a microtask, not from inside the wake-up", async () => {
+    fresh();
+    const outcomes: WaitOutcome[] = [];
+    const gone = new ClientGone();
+    notifier.park("@w:test", new Set(["!room:test"]), 10, 60_000, gone, {}, (o) => outcomes.push(o));
+    bus.publish(wake(10, 11, ["!room:test"]));
+    gone.cancel();
+    assert.equal(outcomes.length, 0, "not called while the wake-up is being handled");
+    await Promise.resolve();
+    assert.deepEqual(outcomes, [{ reason: "woken", quietThrough: 10 }], "woken once; the later abort is too late");
+    // The cases answered without waiting come the same way.
+    notifier.park("@w:test", new Set(["!room:test"]), 10, 60_000, undefined, {}, (o) => outcomes.push(o));
+    assert.equal(outcomes.length, 1);
+    await Promise.resolve();
+    assert.deepEqual(outcomes[1], { reason: "woken", quietThrough: null });
   });
 
   test("aborting and closing say so", async () => {

@@ -18,13 +18,14 @@ export class ClientGone implements CancelSignal {
   aborted = false;
   private listener: (() => void) | null = null;
 
-  cancel(): void {
+  /** Bound, so it can itself be the connection's close listener. */
+  readonly cancel = (): void => {
     if (this.aborted) return;
     this.aborted = true;
     const fn = this.listener;
     this.listener = null;
     fn?.();
-  }
+  };
 
   addEventListener(_type: "abort", listener: () => void): void {
     this.listener = listener;
@@ -35,19 +36,46 @@ export class ClientGone implements CancelSignal {
   }
 }
 
-interface Waiter {
-  userId: string;
-  rooms: ReadonlySet<string>;
-  since: number;
-  /** Whether presence changes are news to it (its filter lets m.presence through). */
-  presence: boolean;
-  wake: (outcome: WaitOutcome) => void;
+/**
+ * One parked wait. A class with its state in fields rather than a promise and closures: thousands
+ * wait at once, each for up to a second between a wave's messages, long enough for the collector to
+ * copy what they hold twice before promoting it.
+ */
+class Waiter {
   /** Named by a wake-up and in line to be woken (see paceWakes): should its timer fire, it had news. */
-  queued: boolean;
+  queued = false;
   /** Set when a wake-up names it: the outcome's `quietThrough` (see quietBefore). */
-  quiet: number | null;
+  quiet: number | null = null;
   /** Where `deadlines` files it (-1: not there; a short wait has a timer of its own). */
-  deadlineSlot: number;
+  deadlineSlot = -1;
+  timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private settled = false;
+
+  constructor(
+    private readonly notifier: Notifier,
+    readonly userId: string,
+    readonly rooms: ReadonlySet<string>,
+    readonly since: number,
+    /** Whether presence changes are news to it (its filter lets m.presence through). */
+    readonly presence: boolean,
+    private readonly signal: CancelSignal | undefined,
+    private readonly onOutcome: (outcome: WaitOutcome) => void,
+  ) {}
+
+  readonly abort = (): void => this.wake({ reason: "aborted" });
+
+  /**
+   * Ends the wait, once: a queued waiter whose client goes away is woken then, and skipped in the
+   * queue. The outcome is handed over from a microtask, as a promise's would be: the caller
+   * (a wake-up's drain) finishes its own loop first.
+   */
+  wake(outcome: WaitOutcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.notifier.release(this);
+    this.signal?.removeEventListener("abort", this.abort);
+    queueMicrotask(() => this.onOutcome(outcome));
+  }
 }
 
 /**
@@ -152,40 +180,35 @@ export class Notifier {
    * presence changes pass it by (see isPresenceOnly).
    */
   wait(userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal?: CancelSignal, opts: { presence?: boolean } = {}): Promise<WaitOutcome> {
-    if (this.closed) return Promise.resolve({ reason: "closed" });
-    if (signal?.aborted) return Promise.resolve({ reason: "aborted" });
+    return new Promise((resolve) => this.park(userId, rooms, since, timeoutMs, signal, opts, resolve));
+  }
+
+  /**
+   * wait() for callers that hold nothing while they wait: `onOutcome` is called once, from a
+   * microtask, with how the wait ended. /sync parks its long-polls this way (see
+   * SyncService.answer), so a waiting request is a few small objects, not a chain of suspended
+   * async functions and their promises.
+   */
+  park(userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal: CancelSignal | undefined, opts: { presence?: boolean }, onOutcome: (outcome: WaitOutcome) => void): void {
+    const now = (outcome: WaitOutcome) => queueMicrotask(() => onOutcome(outcome));
+    if (this.closed) return now({ reason: "closed" });
+    if (signal?.aborted) return now({ reason: "aborted" });
     // A write that committed after the caller read `since` but before it got here was announced
     // already; returning lets the caller look again instead of sleeping through it.
-    if (this.position > since) return Promise.resolve({ reason: "woken", quietThrough: null });
-    if (timeoutMs <= 0) return Promise.resolve({ reason: "timeout", quietThrough: this.quietThrough(since) });
-    return new Promise((resolve) => {
-      let settled = false;
-      const onAbort = () => waiter.wake({ reason: "aborted" });
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const waiter: Waiter = {
-        userId,
-        rooms,
-        since,
-        presence: opts.presence ?? true,
-        queued: false,
-        quiet: null,
-        deadlineSlot: -1,
-        wake: (outcome) => {
-          // Once: a queued waiter whose client goes away is woken then, and skipped in the queue.
-          if (settled) return;
-          settled = true;
-          if (timer !== undefined) clearTimeout(timer);
-          else this.deadlines.remove(waiter);
-          this.remove(waiter);
-          signal?.removeEventListener("abort", onAbort);
-          resolve(outcome);
-        },
-      };
-      if (timeoutMs >= SHARED_DEADLINE_MIN_MS) this.deadlines.add(waiter, performance.now() + timeoutMs);
-      else timer = setTimeout(() => this.expire(waiter), timeoutMs);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.add(waiter);
-    });
+    if (this.position > since) return now({ reason: "woken", quietThrough: null });
+    if (timeoutMs <= 0) return now({ reason: "timeout", quietThrough: this.quietThrough(since) });
+    const waiter = new Waiter(this, userId, rooms, since, opts.presence ?? true, signal, onOutcome);
+    if (timeoutMs >= SHARED_DEADLINE_MIN_MS) this.deadlines.add(waiter, performance.now() + timeoutMs);
+    else waiter.timer = setTimeout(() => this.expire(waiter), timeoutMs);
+    signal?.addEventListener("abort", waiter.abort, { once: true });
+    this.add(waiter);
+  }
+
+  /** A waiter's wait is over: off its timer and the indexes (see Waiter.wake). */
+  release(w: Waiter): void {
+    if (w.timer !== undefined) clearTimeout(w.timer);
+    else this.deadlines.remove(w);
+    this.remove(w);
   }
 
   /**

@@ -1,6 +1,6 @@
 import { Type } from "@sinclair/typebox";
 import { MatrixError } from "@revier/protocol";
-import { route } from "../../http/route.js";
+import { ANSWERED_LATER, route } from "../../http/route.js";
 import { FilterError, parseFilter, type Filter } from "../../sync/filter.js";
 import { ClientGone } from "../../sync/notifier.js";
 import type { Services } from "../../services.js";
@@ -50,25 +50,20 @@ export const syncRoutes = [
         use_state_after: Type.Optional(Type.Boolean()),
       }),
     },
-    async ({ user, query, req }, s) => {
+    async ({ user, query, req, reply }, s) => {
       const filter = await resolveFilter(s, user.userId, query.filter);
       if (query.set_presence !== "offline") await s.ephemeral.setPresence(user.userId, query.set_presence ?? "online");
       const gone = new ClientGone();
-      const onClose = () => gone.cancel();
-      req.raw.once("close", onClose);
-      try {
-        return await s.sync.sync(user, {
-          since: query.since,
-          timeoutMs: Math.min(query.timeout ?? 0, MAX_TIMEOUT_MS),
-          filter,
-          fullState: query.full_state === true,
-          signal: gone,
-        });
-      } finally {
-        // Every request closes once answered; aborting then would only build an unused
-        // DOMException (a few per cent of the CPU of a long-poll cycle, in profiles).
-        req.raw.off("close", onClose);
-      }
+      req.raw.on("close", gone.cancel);
+      // Answered from a callback, not awaited: a long-poll waits parked (see SyncService.answer),
+      // and awaiting here would keep this function and the HTTP wrapper's suspended meanwhile.
+      s.sync.answer(user, { since: query.since, timeoutMs: Math.min(query.timeout ?? 0, MAX_TIMEOUT_MS), filter, fullState: query.full_state === true, signal: gone }, (err, out) => {
+        // Every request closes once answered; cancelling then would only be work for nothing.
+        req.raw.off("close", gone.cancel);
+        if (out === undefined) reply.send(err instanceof Error ? err : new Error(String(err)));
+        else reply.type("application/json").send(out);
+      });
+      return ANSWERED_LATER;
     },
   ),
 ];
