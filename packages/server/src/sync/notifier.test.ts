@@ -255,6 +255,25 @@ describe("Notifier: which positions it can vouch for", () => {
     assert.deepEqual(outcomes[1], { reason: "woken", quietThrough: null });
   });
 
+  test("two waits of one user (two devices) and of one room: one leaving keeps the others indexed", async () => {
+    fresh();
+    const phone = new ClientGone();
+    const rooms = new Set(["!room:test"]);
+    const first = notifier.wait("@w:test", rooms, 10, 60_000, phone);
+    const second = notifier.wait("@w:test", rooms, 10, 60_000);
+    const other = notifier.wait("@v:test", rooms, 10, 60_000);
+    phone.cancel();
+    assert.deepEqual(await first, { reason: "aborted" });
+    bus.publish(wake(10, 11, [], ["@w:test"]));
+    assert.deepEqual(await second, { reason: "woken", quietThrough: 10 }, "the user's other wait still hears of the user");
+    const third = notifier.wait("@w:test", rooms, 11, 60_000);
+    bus.publish(wake(11, 12, ["!room:test"]));
+    assert.deepEqual(await Promise.all([other, third]), [
+      { reason: "woken", quietThrough: 11 },
+      { reason: "woken", quietThrough: 11 },
+    ]);
+  });
+
   test("aborting and closing say so", async () => {
     fresh();
     const ac = new AbortController();

@@ -109,10 +109,10 @@ const GAP_GIVE_UP_MS = 10_000;
  * Waiters are indexed by user and by room so a wake-up costs O(interested waiters), not O(all).
  */
 export class Notifier {
-  private readonly byUser = new Map<string, Set<Waiter>>();
-  private readonly byRoom = new Map<string, Set<Waiter>>();
+  private readonly byUser = new Map<string, Waiters>();
+  private readonly byRoom = new Map<string, Waiters>();
   /** The waiters of byRoom that want presence: all a presence-only wake-up needs to look at. */
-  private readonly byRoomPresence = new Map<string, Set<Waiter>>();
+  private readonly byRoomPresence = new Map<string, Waiters>();
   private position = 0;
   /** The end of the newest batch heard that was not presence alone (see heardNewsPosition). */
   private newsPosition = 0;
@@ -450,7 +450,7 @@ export class Notifier {
   close(): void {
     this.closed = true;
     this.unsubscribe();
-    for (const set of this.byUser.values()) for (const w of [...set]) w.wake({ reason: "closed" });
+    for (const waiters of [...this.byUser.values()]) for (const w of waiters instanceof Set ? [...waiters] : [waiters]) w.wake({ reason: "closed" });
     this.drain();
   }
 
@@ -461,9 +461,18 @@ export class Notifier {
     const hit = new Set<Waiter>();
     const presenceOnly = isPresenceOnly(w);
     if (!presenceOnly && w.position > this.newsPosition) this.newsPosition = w.position;
-    for (const u of w.users) for (const waiter of this.byUser.get(u) ?? []) if (!presenceOnly || waiter.presence) hit.add(waiter);
+    for (const u of w.users) {
+      const waiters = this.byUser.get(u);
+      if (waiters === undefined) continue;
+      for (const waiter of waiters instanceof Set ? waiters : [waiters]) if (!presenceOnly || waiter.presence) hit.add(waiter);
+    }
     const index = presenceOnly ? this.byRoomPresence : this.byRoom;
-    for (const r of w.rooms) for (const waiter of index.get(r) ?? []) hit.add(waiter);
+    for (const r of w.rooms) {
+      const waiters = index.get(r);
+      if (waiters === undefined) continue;
+      if (waiters instanceof Set) for (const waiter of waiters) hit.add(waiter);
+      else hit.add(waiters);
+    }
     if (this.pacer === null) {
       for (const waiter of hit) if (w.position > waiter.since) waiter.wake({ reason: "woken", quietThrough: this.quietBefore(waiter.since, w) });
       return;
@@ -496,15 +505,26 @@ export class Notifier {
   }
 }
 
-function addTo(map: Map<string, Set<Waiter>>, key: string, w: Waiter): void {
-  let set = map.get(key);
-  if (!set) map.set(key, (set = new Set()));
-  set.add(w);
+/**
+ * The waiters of one user or room: the waiter itself while it is the only one. Most users wait with
+ * one device; a Set per wait, made and dropped every long-poll cycle, lived as long as the wait.
+ */
+type Waiters = Waiter | Set<Waiter>;
+
+function addTo(map: Map<string, Waiters>, key: string, w: Waiter): void {
+  const waiters = map.get(key);
+  if (waiters === undefined) map.set(key, w);
+  else if (waiters instanceof Set) waiters.add(w);
+  else if (waiters !== w) map.set(key, new Set([waiters, w]));
 }
 
-function removeFrom(map: Map<string, Set<Waiter>>, key: string, w: Waiter): boolean {
-  const set = map.get(key);
-  if (!set?.delete(w)) return false;
-  if (set.size === 0) map.delete(key);
+function removeFrom(map: Map<string, Waiters>, key: string, w: Waiter): boolean {
+  const waiters = map.get(key);
+  if (waiters === w) {
+    map.delete(key);
+    return true;
+  }
+  if (!(waiters instanceof Set) || !waiters.delete(w)) return false;
+  if (waiters.size === 0) map.delete(key);
   return true;
 }
