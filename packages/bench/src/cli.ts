@@ -34,6 +34,7 @@ const { values } = parseArgs({
     "bus-url": { type: "string" },
     "server-pid": { type: "string" },
     "cpu-prof": { type: "string" },
+    "heap-live": { type: "boolean" },
     out: { type: "string" },
     set: { type: "string", multiple: true },
     help: { type: "boolean", default: false },
@@ -48,6 +49,7 @@ const usage = `usage: npm run bench -- --scenario ${Object.keys(scenarios).join(
   [--bus-url nats://…] [--out DIR]
   [--server-pid PID]                    with --target: read that server's memory from /proc
   [--cpu-prof DIR]                      CPU and allocation profiles of the server during the measurement window, written there
+  [--heap-live]                         with --cpu-prof: the allocation profile keeps only what is still alive at the end (what waiting requests hold)
   scenario knobs: --senders N --seconds N (send), --members N --messages N --rate N (fanout),
                   --logins N --concurrency N (login),
                   --rooms N --connections N --rate N --seconds N --poll-timeout S --presence-online 1 (sync),
@@ -82,7 +84,7 @@ const target: Target =
     ? noTarget("no homeserver: a bare long-poll server (node:http, then Fastify)")
     : str(values.target)
   ? remoteTarget(str(values.target)!.split(","), str(values.users), str(values["server-pid"]) ? Number(str(values["server-pid"])) : null)
-  : await localTarget({ processes: Number(str(values.processes) ?? 1), databaseUrl: str(values["database-url"]), busUrl: str(values["bus-url"]), cpuProfDir: str(values["cpu-prof"]) });
+  : await localTarget({ processes: Number(str(values.processes) ?? 1), databaseUrl: str(values["database-url"]), busUrl: str(values["bus-url"]), cpuProfDir: str(values["cpu-prof"]), heapLive: values["heap-live"] === true });
 
 let result: ScenarioResult;
 try {

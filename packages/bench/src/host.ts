@@ -69,6 +69,12 @@ const { accounts, storage, devices, tokens, rooms, roomEvents } = server.service
 // CPU profiles of a scenario's measurement window (V8's profiler through node:inspector), written
 // to REVIER_BENCH_PROFILE_DIR; the bench asks for them with --cpu-prof DIR.
 const profileDir = process.env.REVIER_BENCH_PROFILE_DIR || null;
+/**
+ * With --heap-live the allocation profile keeps only objects still alive when it stops (after a full
+ * collection): what the requests waiting at that moment hold, by where it was allocated. Those are
+ * what the scavenger copies twice before promoting them.
+ */
+const heapLive = process.env.REVIER_BENCH_HEAP_LIVE === "1";
 
 // The CPU profile cannot say which SQL statement the time in better-sqlite3 belongs to (queries
 // run in microtasks, away from their callers), so during a profile window every statement of the
@@ -203,7 +209,7 @@ process.on("message", (m: HostRequest) => {
           // Where the garbage comes from: a sampling allocation profile that keeps the samples of
           // objects the collector has already freed (those are most of the collector's work).
           await post("HeapProfiler.enable");
-          await post("HeapProfiler.startSampling", { samplingInterval: 64 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+          await post("HeapProfiler.startSampling", heapLive ? { samplingInterval: 512 } : { samplingInterval: 64 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
           sqlTimes.clear();
           timingSql = true;
           loopDelay = monitorEventLoopDelay({ resolution: 10 });
@@ -215,6 +221,7 @@ process.on("message", (m: HostRequest) => {
         } else {
           if (!inspector) return send({ type: "profile", file: null });
           const { profile } = (await post("Profiler.stop")) as { profile: unknown };
+          if (heapLive) await post("HeapProfiler.collectGarbage");
           const { profile: allocations } = (await post("HeapProfiler.stopSampling")) as { profile: unknown };
           inspector.disconnect();
           inspector = null;

@@ -72,7 +72,7 @@ class Host {
 }
 
 /** Starts `processes` Revier servers on a fresh data dir (SQLite, or `databaseUrl` with NATS). */
-export async function localTarget(opts: { processes: number; databaseUrl: string | null; busUrl: string | null; cpuProfDir?: string | null }): Promise<Target> {
+export async function localTarget(opts: { processes: number; databaseUrl: string | null; busUrl: string | null; cpuProfDir?: string | null; heapLive?: boolean }): Promise<Target> {
   if (opts.processes > 1 && !opts.databaseUrl) throw new Error("--processes > 1 needs --database-url (an empty PostgreSQL database) and NATS");
   const dataDir = mkdtempSync(path.join(tmpdir(), "bench-revier-"));
   const hostScript = new URL("./host.js", import.meta.url);
@@ -90,6 +90,7 @@ export async function localTarget(opts: { processes: number; databaseUrl: string
           REVIER_BENCH_DATABASE_URL: opts.databaseUrl ?? "",
           REVIER_BENCH_BUS_URL: opts.processes > 1 ? (opts.busUrl ?? "nats://127.0.0.1:4222") : "",
           REVIER_BENCH_PROFILE_DIR: opts.cpuProfDir ?? "",
+          REVIER_BENCH_HEAP_LIVE: opts.heapLive === true ? "1" : "",
         },
         stdio: ["ignore", "ignore", "inherit", "ipc"],
       });
