@@ -62,7 +62,7 @@ const selectAllMemberships = prepared((db, userId: string) =>
 /**
  * Extra /sync sections other modules fill (to-device, device lists, key counts). `since`: the
  * client's token (what it acknowledges). `from`: where news for the viewer may begin, at or after
- * `since` (see SyncService.sync); windows start there. `news`: who has news of which kind in the
+ * `since` (see SyncRun.from); windows start there. `news`: who has news of which kind in the
  * short window (from, upto] (null for initial syncs and long windows), so an extension can skip
  * its queries for users with none.
  */
@@ -282,7 +282,7 @@ export class SyncService {
     return this.untilWait(run);
   }
 
-  /** `from`: see sync; defaults to `since`. */
+  /** `from`: see SyncRun.from; defaults to `since`. */
   private build(viewer: Viewer, since: number | null, upto: number, p: SyncParams, from = since): Promise<Json> {
     return this.building.run(() => {
       // In a wave of thousands a build waits its turn for a while. A long-poll answers with what
@@ -299,7 +299,7 @@ export class SyncService {
   }
 
   /**
-   * `since`: the client's token. `from`: where news for the viewer may begin (see sync); the
+   * `since`: the client's token. `from`: where news for the viewer may begin (see SyncRun.from); the
    * windows asked about start there, while what depends on the token itself (a room newly joined
    * since it, unread counts carried from the answer that handed it out, to-device messages it
    * acknowledges) keeps to `since`.

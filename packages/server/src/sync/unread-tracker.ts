@@ -76,7 +76,7 @@ export class UnreadTracker {
    * The counts for a room of the viewer at `upto`. `carry`: the caller vouches that the user was
    * joined throughout (since, upto] and set no read receipt in the room in it. `from` (at or after
    * `since`): the caller also vouches that the room had no events in (since, from] (see
-   * SyncService.sync), so only (from, upto] is looked at.
+   * SyncRun.from in sync.ts), so only (from, upto] is looked at.
    */
   async counts(userId: string, deviceId: string, roomId: string, since: number | null, from: number | null, upto: number, carry: boolean, now = Date.now()): Promise<Pick<UnreadCounts, "notify" | "highlight">> {
     const key = `${userId}\u0000${deviceId}\u0000${roomId}`;
