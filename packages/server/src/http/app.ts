@@ -7,7 +7,7 @@ import type { Services } from "../services.js";
 import { parseJsonBody } from "../lib/json-body.js";
 import { randomToken } from "../lib/random.js";
 import { toMatrixError } from "./errors.js";
-import { ANSWERED_LATER, type AuthedUser, type RouteDef } from "./route.js";
+import { ANSWERED_LATER, sendOutcome, type AuthedUser, type RouteDef } from "./route.js";
 import { ALL_ROUTES } from "../api/index.js";
 import { applySecurityHeaders, clientErrorHandler, registerSecurityHeaders } from "./security-headers.js";
 import { httpsOptions } from "./tls.js";
@@ -218,14 +218,11 @@ function registerRoute(app: FastifyInstance, s: Services, def: RouteDef, opts: {
           // async onSend hooks it may not have ended yet, so `reply.sent` alone would miss it and a
           // second, JSON send would relabel the first answer.
           if (body === ANSWERED_LATER || body === reply || reply.sent || reply.raw.headersSent || SENDING.has(reply)) return;
-          reply.type("application/json").send(body ?? {});
+          sendOutcome(reply, null, body ?? {});
         },
         // As Fastify does for a rejected handler: its error handler answers (or, once the headers
         // are out, ends the response).
-        (err: unknown) => {
-          if (reply.sent) return;
-          reply.send(err instanceof Error ? err : new Error(String(err)));
-        },
+        (err: unknown) => sendOutcome(reply, err),
       );
     },
   });

@@ -47,6 +47,16 @@ export interface RouteContext<B, Q, P, U> {
  */
 export const ANSWERED_LATER = Symbol("answered later");
 
+/**
+ * Sends a handler's outcome from outside Fastify's own handling of handler results: the JSON body,
+ * or the error through the error handler (a thrown non-Error becomes one).
+ */
+export function sendOutcome(reply: FastifyReply, err: unknown, body?: unknown): void {
+  if (reply.sent) return;
+  if (body !== undefined) reply.type("application/json").send(body);
+  else reply.send(err instanceof Error ? err : new Error(String(err)));
+}
+
 export interface RouteDef {
   spec: RouteSpec<TSchema | undefined, TSchema | undefined, TSchema | undefined>;
   handler: (ctx: RouteContext<unknown, unknown, unknown, AuthedUser | null>, s: Services) => Promise<unknown>;

@@ -1,6 +1,6 @@
 import { Type } from "@sinclair/typebox";
 import { MatrixError } from "@revier/protocol";
-import { ANSWERED_LATER, route } from "../../http/route.js";
+import { ANSWERED_LATER, route, sendOutcome } from "../../http/route.js";
 import { FilterError, parseFilter, type Filter } from "../../sync/filter.js";
 import { ClientGone } from "../../sync/notifier.js";
 import type { Services } from "../../services.js";
@@ -60,8 +60,7 @@ export const syncRoutes = [
       s.sync.answer(user, { since: query.since, timeoutMs: Math.min(query.timeout ?? 0, MAX_TIMEOUT_MS), filter, fullState: query.full_state === true, signal: gone }, (err, out) => {
         // Every request closes once answered; cancelling then would only be work for nothing.
         req.raw.off("close", gone.cancel);
-        if (out === undefined) reply.send(err instanceof Error ? err : new Error(String(err)));
-        else reply.type("application/json").send(out);
+        sendOutcome(reply, err, out);
       });
       return ANSWERED_LATER;
     },
