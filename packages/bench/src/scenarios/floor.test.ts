@@ -12,15 +12,21 @@ test("floor: every member hears every message from both bare servers, and the fi
     const f = (k: string) => result.figures[`${fw}_${k}`]!;
     assert.equal(f("undelivered"), 0, `${fw}: all delivered`);
     assert.equal(f("errors"), 0);
-    // One answer per member and message, or fewer where a member came back after the next
-    // message and got both in one; never more.
-    assert.ok(f("answers") >= 40 * 3 - 40 && f("answers") <= 40 * 3, `${fw}: ${f("answers")} answers`);
+    // One answer per member and message, or fewer where a member came back after later messages
+    // and got them in one (on a loaded machine, all three); never more, and at least one each.
+    const answers = f("answers");
+    assert.ok(answers >= 40, `${fw}: only ${answers} answers`);
+    assert.ok(answers <= 40 * 3, `${fw}: ${answers} answers, more than one per member and message`);
     assert.ok(f("delivery_p99_ms") >= f("delivery_p50_ms"));
     assert.ok(f("delivery_max_ms") >= f("delivery_p99_ms"));
-    // CPU comes from /proc: a number on Linux (this machine), NaN where /proc is missing.
+    // CPU comes from /proc: a number on Linux (this machine), NaN where /proc is missing. /proc
+    // counts in clock ticks (10 ms) and the process's and its main thread's counters are read one
+    // after the other, so over these 120 answers (about 50 ms of CPU) either may be a tick ahead.
     if (process.platform === "linux") {
-      assert.ok(Number.isFinite(f("cpu_us_per_answer")) && f("cpu_us_per_answer") >= f("main_thread_us_per_answer"));
-      assert.ok(f("main_thread_us_per_answer") >= f("main_thread_system_us_per_answer"));
+      const tick = 10_000 / answers;
+      assert.ok(Number.isFinite(f("cpu_us_per_answer")), `${fw}: process CPU measured`);
+      assert.ok(f("cpu_us_per_answer") + 2 * tick >= f("main_thread_us_per_answer"), `${fw}: process ${f("cpu_us_per_answer")} µs per answer, main thread ${f("main_thread_us_per_answer")}`);
+      assert.ok(f("main_thread_us_per_answer") + 2 * tick >= f("main_thread_system_us_per_answer"), `${fw}: main thread ${f("main_thread_us_per_answer")} µs per answer, in the kernel ${f("main_thread_system_us_per_answer")}`);
     }
     // The collector's pauses come from the server itself, over the same window.
     assert.ok(Number.isFinite(f("gc_us_per_answer")) && f("gc_us_per_answer") >= 0);
