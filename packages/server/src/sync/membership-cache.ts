@@ -29,14 +29,15 @@ export function membershipsAt(m: Memberships, upto: number): Memberships {
   return membershipsOf(m.rows.filter((r) => r.stream_ordering <= upto));
 }
 
-export function membershipsOf(rows: readonly MemberRow[]): Memberships {
+/** Rows as read (a fresh array, frozen here: requests share it). */
+export function membershipsOf(rows: MemberRow[]): Memberships {
   let newest = 0;
   const joined = new Set<string>();
   for (const r of rows) {
     if (r.stream_ordering > newest) newest = r.stream_ordering;
     if (r.membership === "join") joined.add(r.room_id);
   }
-  return { rows: Object.freeze([...rows]), newest, joined };
+  return { rows: Object.freeze(rows), newest, joined };
 }
 
 /**

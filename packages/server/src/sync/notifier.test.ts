@@ -4,8 +4,13 @@ import { migrate, openSqlite, type Storage } from "../storage/database.js";
 import { StreamWriter } from "../storage/stream.js";
 import { LocalBus } from "../bus/local.js";
 import { Metrics } from "../http/metrics.js";
-import { ClientGone, Notifier, type WaitOutcome } from "./notifier.js";
+import { ClientGone, Notifier, type CancelSignal, type WaitOutcome } from "./notifier.js";
 import type { WakeUp } from "../bus/bus.js";
+
+/** A wait as a promise: Notifier.park's outcome. */
+function waitFor(notifier: Notifier, userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal?: CancelSignal, opts: { presence?: boolean } = {}): Promise<WaitOutcome> {
+  return new Promise((resolve) => notifier.park(userId, rooms, since, timeoutMs, signal, opts, resolve));
+}
 
 describe("Notifier", () => {
   let storage: Storage;
@@ -27,7 +32,7 @@ describe("Notifier", () => {
   async function woken(opts: { presence: boolean }, act: () => Promise<void>): Promise<boolean> {
     const ac = new AbortController();
     let done = false;
-    const waiting = notifier.wait("@w:test", new Set(["!room:test"]), await stream.current(), 60_000, ac.signal, opts).then(() => (done = true));
+    const waiting = waitFor(notifier, "@w:test", new Set(["!room:test"]), await stream.current(), 60_000, ac.signal, opts).then(() => (done = true));
     await act();
     // The wake-up is published synchronously after the commit; let the waiter's promise settle.
     await new Promise((resolve) => setImmediate(resolve));
@@ -98,7 +103,7 @@ describe("Notifier: which positions it can vouch for", () => {
     });
   };
   after(() => notifier.close());
-  const timeout = (since: number) => notifier.wait("@w:test", new Set(["!room:test"]), since, 5);
+  const timeout = (since: number) => waitFor(notifier, "@w:test", new Set(["!room:test"]), since, 5);
 
   test("a long-poll that times out with no news can answer the last announced position", async () => {
     fresh();
@@ -111,7 +116,7 @@ describe("Notifier: which positions it can vouch for", () => {
   test("a long wait (the shared deadlines, not a timer of its own) times out the same way, and not early", async () => {
     fresh();
     const started = Date.now();
-    const waiting = notifier.wait("@w:test", new Set(["!room:test"]), 10, 2_000);
+    const waiting = waitFor(notifier, "@w:test", new Set(["!room:test"]), 10, 2_000);
     bus.publish(wake(10, 12));
     assert.deepEqual(await waiting, { reason: "timeout", quietThrough: 12 });
     assert.ok(Date.now() - started >= 2_000, `timed out after ${Date.now() - started} ms`);
@@ -144,8 +149,8 @@ describe("Notifier: which positions it can vouch for", () => {
   test("a presence-only batch ends the quiet only for waiters that want presence", async () => {
     fresh();
     const rooms = new Set(["!room:test"]);
-    const lean = notifier.wait("@w:test", rooms, 10, 5_000, undefined, { presence: false });
-    const full = notifier.wait("@v:test", rooms, 10, 5_000, undefined, { presence: true });
+    const lean = waitFor(notifier, "@w:test", rooms, 10, 5_000, undefined, { presence: false });
+    const full = waitFor(notifier, "@v:test", rooms, 10, 5_000, undefined, { presence: true });
     bus.publish({ from: 10, position: 11, rooms: ["!room:test"], users: ["@p:test"], presenceOnly: true });
     bus.publish(wake(11, 12, ["!room:test"]));
     assert.deepEqual(await full, { reason: "woken", quietThrough: 10 });
@@ -154,7 +159,7 @@ describe("Notifier: which positions it can vouch for", () => {
 
   test("a wait that began before the watermark started is vouched nothing when woken either", async () => {
     fresh();
-    const waiting = notifier.wait("@w:test", new Set(["!room:test"]), 8, 5_000);
+    const waiting = waitFor(notifier, "@w:test", new Set(["!room:test"]), 8, 5_000);
     bus.publish(wake(10, 11, ["!room:test"]));
     assert.deepEqual(await waiting, { reason: "woken", quietThrough: null });
   });
@@ -165,10 +170,10 @@ describe("Notifier: which positions it can vouch for", () => {
     bus.publish(wake(12, 15));
     let outcome = await timeout(10);
     assert.equal(outcome.reason, "woken", "position 15 was heard of, so the caller looks first");
-    outcome = await notifier.wait("@w:test", new Set(["!room:test"]), 15, 5);
+    outcome = await waitFor(notifier, "@w:test", new Set(["!room:test"]), 15, 5);
     assert.deepEqual(outcome, { reason: "timeout", quietThrough: null }, "a wait from 15 cannot rely on (10, 12]");
     bus.publish(wake(10, 12));
-    assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 15, 5), { reason: "timeout", quietThrough: 15 });
+    assert.deepEqual(await waitFor(notifier, "@w:test", new Set(["!room:test"]), 15, 5), { reason: "timeout", quietThrough: 15 });
   });
 
   test("heardNewsPosition: the newest heard position short of trailing presence-only batches", () => {
@@ -186,7 +191,7 @@ describe("Notifier: which positions it can vouch for", () => {
 
   test("a wait that began before the watermark started is not vouched for", async () => {
     fresh();
-    assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 8, 5), { reason: "timeout", quietThrough: null });
+    assert.deepEqual(await waitFor(notifier, "@w:test", new Set(["!room:test"]), 8, 5), { reason: "timeout", quietThrough: null });
   });
 
   test("a peer that does not announce ranges switches the shortcut off", async () => {
@@ -207,7 +212,7 @@ describe("Notifier: which positions it can vouch for", () => {
     assert.equal(reads, 1);
     assert.deepEqual(await timeout(20), { reason: "timeout", quietThrough: 20 });
     bus.publish(wake(20, 21));
-    assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 21, 5), { reason: "timeout", quietThrough: 21 });
+    assert.deepEqual(await waitFor(notifier, "@w:test", new Set(["!room:test"]), 21, 5), { reason: "timeout", quietThrough: 21 });
   });
 
   test("quietBetween: a window is quiet for a user when no batch in it named the user or one of its rooms", () => {
@@ -259,14 +264,14 @@ describe("Notifier: which positions it can vouch for", () => {
     fresh();
     const phone = new ClientGone();
     const rooms = new Set(["!room:test"]);
-    const first = notifier.wait("@w:test", rooms, 10, 60_000, phone);
-    const second = notifier.wait("@w:test", rooms, 10, 60_000);
-    const other = notifier.wait("@v:test", rooms, 10, 60_000);
+    const first = waitFor(notifier, "@w:test", rooms, 10, 60_000, phone);
+    const second = waitFor(notifier, "@w:test", rooms, 10, 60_000);
+    const other = waitFor(notifier, "@v:test", rooms, 10, 60_000);
     phone.cancel();
     assert.deepEqual(await first, { reason: "aborted" });
     bus.publish(wake(10, 11, [], ["@w:test"]));
     assert.deepEqual(await second, { reason: "woken", quietThrough: 10 }, "the user's other wait still hears of the user");
-    const third = notifier.wait("@w:test", rooms, 11, 60_000);
+    const third = waitFor(notifier, "@w:test", rooms, 11, 60_000);
     bus.publish(wake(11, 12, ["!room:test"]));
     assert.deepEqual(await Promise.all([other, third]), [
       { reason: "woken", quietThrough: 11 },
@@ -277,16 +282,16 @@ describe("Notifier: which positions it can vouch for", () => {
   test("aborting and closing say so", async () => {
     fresh();
     const ac = new AbortController();
-    const waiting = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000, ac.signal);
+    const waiting = waitFor(notifier, "@w:test", new Set(["!room:test"]), 10, 60_000, ac.signal);
     ac.abort();
     assert.deepEqual(await waiting, { reason: "aborted" });
     // The /sync route's own signal works the same way.
     const gone = new ClientGone();
-    const waitingForClient = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000, gone);
+    const waitingForClient = waitFor(notifier, "@w:test", new Set(["!room:test"]), 10, 60_000, gone);
     gone.cancel();
     assert.deepEqual(await waitingForClient, { reason: "aborted" });
-    assert.deepEqual(await notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000, gone), { reason: "aborted" }, "already gone");
-    const open = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000);
+    assert.deepEqual(await waitFor(notifier, "@w:test", new Set(["!room:test"]), 10, 60_000, gone), { reason: "aborted" }, "already gone");
+    const open = waitFor(notifier, "@w:test", new Set(["!room:test"]), 10, 60_000);
     notifier.close();
     assert.deepEqual(await open, { reason: "closed" });
   });
@@ -319,7 +324,7 @@ describe("Notifier.paceWakes: a wave's waiters woken as there is room", () => {
     const waitAll = (count: number, timeoutMs = 60_000, signals: ClientGone[] = []) =>
       Promise.all(
         Array.from({ length: count }, (_, i) =>
-          notifier.wait(`@w${i}:test`, new Set(["!room:test"]), 10, timeoutMs, signals[i]).then((o) => {
+          waitFor(notifier, `@w${i}:test`, new Set(["!room:test"]), 10, timeoutMs, signals[i]).then((o) => {
             outcomes.push([i, o.reason]);
           }),
         ),
@@ -374,8 +379,8 @@ describe("Notifier.paceWakes: a wave's waiters woken as there is room", () => {
 
   test("a waiter woken from the line, or by its timeout while in line, keeps where its news began", async () => {
     const { bus, notifier, room } = paced();
-    const fromLine = notifier.wait("@w:test", new Set(["!room:test"]), 10, 60_000);
-    const timedOut = notifier.wait("@v:test", new Set(["!room:test"]), 10, 20);
+    const fromLine = waitFor(notifier, "@w:test", new Set(["!room:test"]), 10, 60_000);
+    const timedOut = waitFor(notifier, "@v:test", new Set(["!room:test"]), 10, 20);
     bus.publish({ from: 10, position: 11, rooms: ["!elsewhere:test"], users: [] });
     bus.publish({ from: 11, position: 12, rooms: ["!room:test"], users: [] });
     // Later news while they wait in line does not move it.

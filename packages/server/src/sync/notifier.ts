@@ -175,17 +175,10 @@ export class Notifier {
   }
 
   /**
-   * Resolves when something for this user may have happened after `since`, or after timeoutMs.
-   * With `presence: false` (a filter that leaves out presence), wake-ups that only announce
-   * presence changes pass it by (see isPresenceOnly).
-   */
-  wait(userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal?: CancelSignal, opts: { presence?: boolean } = {}): Promise<WaitOutcome> {
-    return new Promise((resolve) => this.park(userId, rooms, since, timeoutMs, signal, opts, resolve));
-  }
-
-  /**
-   * wait() for callers that hold nothing while they wait: `onOutcome` is called once, from a
-   * microtask, with how the wait ended. /sync parks its long-polls this way (see
+   * Waits until something for this user may have happened after `since`, or timeoutMs passed;
+   * `onOutcome` is called once, from a microtask, with how the wait ended. With `presence: false`
+   * (a filter that leaves out presence), wake-ups that only announce presence changes pass it by
+   * (see isPresenceOnly). A callback, not a promise: /sync parks its long-polls this way (see
    * SyncService.answer), so a waiting request is a few small objects, not a chain of suspended
    * async functions and their promises.
    */

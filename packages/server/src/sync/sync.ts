@@ -171,10 +171,6 @@ export class SyncService {
     this.extensions.push(ext);
   }
 
-  sync(viewer: Viewer, p: SyncParams): Promise<Json> {
-    return new Promise((resolve, reject) => this.answer(viewer, p, (err, out) => (out !== undefined ? resolve(out) : reject(err))));
-  }
-
   /**
    * Answers a /sync request through `done`: with the answer, or with what went wrong. A long-poll
    * that has to wait is parked with the notifier (see Notifier.park) and goes on from `resume`;
