@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { HostReply, HostRequest, MintedSession, RoomSeed } from "./host.js";
+import { SERVER_NODE_FLAGS } from "@revier/server/dist/runtime-flags.js";
 
 export interface Credentials {
   user: string;
@@ -84,6 +85,8 @@ export async function localTarget(opts: { processes: number; databaseUrl: string
     // One after another, so only the first runs the migrations.
     for (let i = 0; i < opts.processes; i++) {
       const child = fork(hostScript, [], {
+        // The flags `npm start` runs the server with, so the bench measures what operators run.
+        execArgv: [...process.execArgv, ...SERVER_NODE_FLAGS],
         env: {
           ...process.env,
           REVIER_BENCH_DATA_DIR: dataDir,

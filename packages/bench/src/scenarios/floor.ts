@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from "node:child_process";
+import { SERVER_NODE_FLAGS } from "@revier/server/dist/runtime-flags.js";
 import { LeanConnection } from "../lean-client.js";
 import { percentile, round, sleep } from "../stats.js";
 import { procCpuSeconds } from "../proc.js";
@@ -23,7 +24,8 @@ class FloorServer {
     // Beside this module: compiled (.js) when run by the bench, the source (.ts, through the test
     // runner's loader, which fork passes on) in the tests.
     const script = new URL(`../floor-server${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url);
-    const child = fork(script, [], { env: { ...process.env, REVIER_FLOOR_FRAMEWORK: framework }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    // With the Node flags Revier's server runs with (runtime-flags.ts), so the floor stays its floor.
+    const child = fork(script, [], { execArgv: [...process.execArgv, ...SERVER_NODE_FLAGS], env: { ...process.env, REVIER_FLOOR_FRAMEWORK: framework }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
     const server = new FloorServer(child);
     const ready = await server.reply(null);
     if (ready.type !== "ready") throw new Error("floor server did not start");
