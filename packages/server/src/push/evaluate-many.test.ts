@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { buildRuleset, emptyPushRules } from "./ruleset.js";
 import { evaluatePushRules, type ClientEventLike } from "./evaluate.js";
-import { evaluateForRecipients, type PushRecipient, type RoomFacts } from "./evaluate-many.js";
+import { evaluateForRecipients, localpartNeedle, type PushRecipient, type RoomFacts } from "./evaluate-many.js";
 
 const SENDER = "@sender:example.org";
 const ROOM = "!room:example.org";
@@ -11,7 +11,7 @@ function recipient(localpart: string, displayName?: string, change?: (r: ReturnT
   const userId = `@${localpart}:example.org`;
   const stored = emptyPushRules();
   change?.(stored);
-  return { userId, localpart, ...(displayName !== undefined ? { displayName } : {}), ruleset: buildRuleset(userId, localpart, stored), defaultsOnly: change === undefined };
+  return { userId, localpart, localpartNeedle: localpartNeedle(localpart), ...(displayName !== undefined ? { displayName } : {}), ruleset: buildRuleset(userId, localpart, stored), defaultsOnly: change === undefined };
 }
 
 const recipients: PushRecipient[] = [
@@ -98,6 +98,7 @@ test("the rules of recipients the event does not single out are read once, not o
   const counted = recipients.map((r) => ({
     userId: r.userId,
     localpart: r.localpart,
+    localpartNeedle: r.localpartNeedle,
     ...(r.displayName !== undefined ? { displayName: r.displayName } : {}),
     defaultsOnly: r.defaultsOnly,
     get ruleset() {
@@ -115,4 +116,9 @@ test("the rules of recipients the event does not single out are read once, not o
     [1],
     `of the other ${recipients.length - own.length}, one recipient's rules are read once: ${shared.map(([u]) => u).join(", ")}`,
   );
+});
+
+test("a localpart's needle is the lower-cased localpart, or none when it holds glob syntax", () => {
+  assert.equal(localpartNeedle("Streife.12"), "streife.12");
+  for (const glob of ["ida*", "a?b", "x[y]"]) assert.equal(localpartNeedle(glob), null);
 });

@@ -16,6 +16,12 @@ export interface PushRecipient {
   userId: string;
   /** The localpart the user's `.m.rule.contains_user_name` matches. */
   localpart: string;
+  /**
+   * The localpart lower-cased, or null when it holds glob syntax (historical user IDs may) and
+   * is then no literal: see singledOut. Kept with the user's cached rules rather than worked out
+   * for each of a channel's members on every message.
+   */
+  localpartNeedle: string | null;
   displayName?: string;
   ruleset: Ruleset;
   /** The user has no rules of their own and has changed no default rule. */
@@ -35,10 +41,11 @@ export function evaluateForRecipients(recipients: readonly PushRecipient[], even
   // Any state event (invites, tombstones, ACLs) takes the full evaluation for everybody.
   const stateEvent = event.state_key !== undefined;
   let shared: { match: PushMatch | null } | undefined;
+  // The context is made only for an evaluation: for most of a channel's members there is none.
+  const contextOf = (r: PushRecipient): PushContext => ({ ...room, userId: r.userId, ...(r.displayName ? { displayName: r.displayName } : {}) });
   return recipients.map((r) => {
-    const ctx: PushContext = { ...room, userId: r.userId, ...(r.displayName ? { displayName: r.displayName } : {}) };
-    if (!r.defaultsOnly || stateEvent || r.userId === event.sender || singledOut(r, lowerBody, mentioned)) return evaluatePushRules(r.ruleset, { ...event }, ctx);
-    shared ??= { match: evaluatePushRules(r.ruleset, { ...event }, ctx) };
+    if (!r.defaultsOnly || stateEvent || r.userId === event.sender || singledOut(r, lowerBody, mentioned)) return evaluatePushRules(r.ruleset, { ...event }, contextOf(r));
+    shared ??= { match: evaluatePushRules(r.ruleset, { ...event }, contextOf(r)) };
     return shared.match;
   });
 }
@@ -47,8 +54,7 @@ export function evaluateForRecipients(recipients: readonly PushRecipient[], even
 function singledOut(r: PushRecipient, lowerBody: string | undefined, mentioned: ReadonlySet<unknown> | null): boolean {
   if (mentioned?.has(r.userId)) return true;
   if (lowerBody === undefined) return false;
-  // A localpart is a literal glob unless it holds glob syntax (historical user IDs may).
-  if (/[*?[\]]/.test(r.localpart) || lowerBody.includes(r.localpart.toLowerCase())) return true;
+  if (r.localpartNeedle === null || lowerBody.includes(r.localpartNeedle)) return true;
   return r.displayName !== undefined && r.displayName !== "" && lowerBody.includes(r.displayName.toLowerCase());
 }
 
@@ -58,4 +64,9 @@ function mentionedUserIds(content: Record<string, unknown>): ReadonlySet<unknown
   if (mentions === null || typeof mentions !== "object") return null;
   const ids = (mentions as Record<string, unknown>).user_ids;
   return Array.isArray(ids) ? new Set<unknown>(ids) : null;
+}
+
+/** PushRecipient.localpartNeedle for a localpart: a localpart is a literal glob unless it holds glob syntax. */
+export function localpartNeedle(localpart: string): string | null {
+  return /[*?[\]]/.test(localpart) ? null : localpart.toLowerCase();
 }

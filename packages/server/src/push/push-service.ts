@@ -6,7 +6,7 @@ import type { Bus } from "../bus/bus.js";
 import { toClientEvent } from "../rooms/client-event.js";
 import { buildRuleset, emptyPushRules, parseStoredPushRules, type UserPushRules } from "./ruleset.js";
 import { summariseActions, type PushMatch } from "./evaluate.js";
-import { evaluateForRecipients, type PushRecipient } from "./evaluate-many.js";
+import { evaluateForRecipients, localpartNeedle, type PushRecipient } from "./evaluate-many.js";
 import type { Ruleset } from "./default-rules.js";
 import { prepared } from "../storage/prepared.js";
 import { notifiedAt, unreadByRoom, unreadInRoom, type UnreadCounts } from "./notifications.js";
@@ -56,13 +56,16 @@ function isUntouched(stored: UserPushRules): boolean {
  */
 class RulesetEntry {
   private built: Ruleset | null = null;
+  readonly localpartNeedle: string | null;
 
   constructor(
     private readonly userId: string,
     readonly localpart: string,
     /** Null for untouched defaults. */
     private readonly stored: UserPushRules | null,
-  ) {}
+  ) {
+    this.localpartNeedle = localpartNeedle(localpart);
+  }
 
   get defaultsOnly(): boolean {
     return this.stored === null;
@@ -83,6 +86,10 @@ class Recipient implements PushRecipient {
 
   get localpart(): string {
     return this.entry.localpart;
+  }
+
+  get localpartNeedle(): string | null {
+    return this.entry.localpartNeedle;
   }
 
   get defaultsOnly(): boolean {
