@@ -204,7 +204,10 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   services.publishRoomGuards.push(channelPublishGuard);
   services.roomPublishedHooks.push(channelPublishedHook);
   // Duty hours: off duty pins presence and silences pushes (except opted-in emergency rooms).
-  ephemeral.setPresenceOverride((userId) => duty.presenceOverride(userId));
+  ephemeral.setPresenceOverride(
+    (userId) => duty.presenceOverride(userId),
+    (userId) => duty.presenceOverrideNow(userId),
+  );
   pushDelivery.addFilter((userIds) => duty.silencer(userIds));
   // After the governance hook, so a locked account hears M_USER_LOCKED rather than a consent request.
   services.authHooks.push(termsAuthHook(services));

@@ -162,8 +162,11 @@ describeEachDatabase("governance: duty hours", ({ server }) => {
       const u = watcher.getUser(anna.userId);
       return u?.presence === "unavailable" && u.presenceStatusMsg === "off duty";
     });
-    // Her app syncing (set_presence=online) or setting presence does not make her look available.
-    assert.equal((await api(server().url, "GET", "/_matrix/client/v3/sync?timeout=0&set_presence=online", { token: anna.token })).status, 200);
+    // Her app syncing (set_presence=online) or setting presence does not make her look available,
+    // also once the pin and her presence are known without waiting (the second sync).
+    assert.deepEqual(server().services.duty.presenceOverrideNow(anna.userId), { state: "unavailable", statusMsg: "off duty" });
+    for (let i = 0; i < 2; i++) assert.equal((await api(server().url, "GET", "/_matrix/client/v3/sync?timeout=0&set_presence=online", { token: anna.token })).status, 200);
+    assert.equal(server().services.ephemeral.presenceIsCurrent(anna.userId, "online"), true, "pinned: nothing for a sync to change");
     const set = await api(server().url, "PUT", `/_matrix/client/v3/presence/${enc(anna.userId)}/status`, { token: anna.token, body: { presence: "online", status_msg: "bin da" } });
     assert.equal(set.status, 200);
     assert.equal((await presenceOf(anna.userId)).status_msg, "off duty");
@@ -172,6 +175,8 @@ describeEachDatabase("governance: duty hours", ({ server }) => {
     assert.equal((await presenceOf(anna.userId)).presence, "unavailable");
 
     assert.equal((await duty({ mode: "on" })).status, 200);
+    assert.equal(server().services.duty.presenceOverrideNow(anna.userId), undefined);
+    assert.equal(server().services.duty.presenceOverrideNow("@nobody-cached:test"), null, "settings not cached: not known at once");
     const back = await presenceOf(anna.userId);
     assert.equal(back.presence, "online");
     assert.equal(back.status_msg, undefined);

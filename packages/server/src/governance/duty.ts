@@ -178,6 +178,8 @@ export type Silencer = (userId: string, roomId: string) => boolean;
 const CACHE_MS = 60_000;
 const CACHE_LIMIT = 50_000;
 
+const OFF_DUTY_PRESENCE = Object.freeze({ state: "unavailable" as PresenceState, statusMsg: OFF_DUTY_STATUS });
+
 /** Duty settings per user, the presence they imply, and the push silencer. */
 export class DutyService {
   /** The clock duty hours are evaluated against; tests set it to a fixed instant. */
@@ -257,7 +259,14 @@ export class DutyService {
 
   /** Presence hook: what an off-duty user's presence is pinned to, or undefined while on duty. */
   async presenceOverride(userId: string): Promise<{ state: PresenceState; statusMsg: string | null } | undefined> {
-    return (await this.isOnDuty(userId)) ? undefined : { state: "unavailable", statusMsg: OFF_DUTY_STATUS };
+    return (await this.isOnDuty(userId)) ? undefined : OFF_DUTY_PRESENCE;
+  }
+
+  /** presenceOverride where the user's settings are cached; null when they would have to be read. */
+  presenceOverrideNow(userId: string): { state: PresenceState; statusMsg: string | null } | undefined | null {
+    const hit = this.cache.get(userId);
+    if (!hit || Date.now() - hit.at >= CACHE_MS) return null;
+    return hit.settings === null || isOnDuty(hit.settings, this.clock()) ? undefined : OFF_DUTY_PRESENCE;
   }
 
   /**

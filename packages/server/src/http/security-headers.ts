@@ -60,6 +60,8 @@ export function applySecurityHeaders(req: FastifyRequest, reply: FastifyReply): 
 }
 
 function isDocumentOrScript(contentType: string): boolean {
+  // Nearly every answer is JSON: said so without splitting and lower-casing its type.
+  if (contentType.startsWith("application/json")) return false;
   const essence = (contentType.split(";")[0] ?? "").trim().toLowerCase();
   return essence === "text/html" || essence === "application/xhtml+xml" || essence === "text/javascript" || essence === "application/javascript" || essence === "application/manifest+json";
 }

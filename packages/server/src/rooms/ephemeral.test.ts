@@ -371,6 +371,51 @@ for (const kind of DB_KINDS) {
       assert.equal((await e.eph.getPresence(u))?.presence, "online");
     });
 
+    test("presenceIsCurrent tells without waiting only what setPresence would not change", async (t) => {
+      const e = use(t);
+      if (!e) return;
+      const u = "@pres-now:test";
+      await addMember(e, "!pn:test", u, "join");
+      // Nothing read yet: not known.
+      assert.equal(e.eph.presenceIsCurrent(u, "online"), false);
+      assert.equal(await e.eph.setPresence(u, "online"), true);
+      // The change made it forget the row; the next set reads it again.
+      assert.equal(e.eph.presenceIsCurrent(u, "online"), false);
+      assert.equal(await e.eph.setPresence(u, "online"), false);
+      assert.equal(e.eph.presenceIsCurrent(u, "online"), true);
+      assert.equal(e.eph.presenceIsCurrent(u, "unavailable"), false, "a different state is a change");
+      // An old last_active needs its refresh (see the test below): not current.
+      await e.storage.db.updateTable("presence").set({ last_active_ts: Date.now() - 61_000 }).where("user_id", "=", u).execute();
+      e.eph.forgetPresence(u);
+      await e.eph.getPresence(u);
+      const p0 = await e.stream.current();
+      assert.equal(await e.eph.setPresence(u, "online"), false);
+      assert.equal(await e.stream.current(), p0);
+      assert.equal(e.eph.presenceIsCurrent(u, "online"), false, "the refresh made it forget the row");
+      assert.equal(await e.eph.setPresence(u, "online"), false);
+      assert.equal(e.eph.presenceIsCurrent(u, "online"), true);
+
+      // A pinned presence (off duty) wins over the state asked for, once the pin is known at once.
+      const pinned = new Ephemeral(e.storage.db, e.stream, e.ad);
+      let peek: { state: "unavailable"; statusMsg: string } | undefined | null = null;
+      pinned.setPresenceOverride(
+        async () => ({ state: "unavailable", statusMsg: "off duty" }),
+        () => peek,
+      );
+      assert.equal(await pinned.setPresence(u, "online"), true, "pinned to unavailable");
+      assert.equal(await pinned.setPresence(u, "online"), false);
+      assert.equal(pinned.presenceIsCurrent(u, "online"), false, "the pin is not known without waiting");
+      peek = { state: "unavailable", statusMsg: "off duty" };
+      assert.equal(pinned.presenceIsCurrent(u, "online"), true);
+      peek = undefined;
+      assert.equal(pinned.presenceIsCurrent(u, "online"), false, "not pinned: online would be a change");
+      // An override without a way to peek is never known at once.
+      const noPeek = new Ephemeral(e.storage.db, e.stream, e.ad);
+      noPeek.setPresenceOverride(async () => undefined);
+      assert.equal(await noPeek.setPresence(u, "unavailable"), false);
+      assert.equal(noPeek.presenceIsCurrent(u, "unavailable"), false);
+    });
+
     test("presence takes a stream position only when it changes", async (t) => {
       const e = use(t);
       if (!e) return;

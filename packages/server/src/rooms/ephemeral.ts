@@ -46,7 +46,23 @@ export type PresenceEvent = {
 };
 
 /** Pins a user's presence (governance: off duty shows `unavailable` "off duty"); undefined leaves their own choice. */
-export type PresenceOverride = (userId: string) => Promise<{ state: PresenceState; statusMsg: string | null } | undefined>;
+export type PresenceOverride = (userId: string) => Promise<PinnedPresence | undefined>;
+/** PresenceOverride's answer when it can be given without waiting; null when it cannot. */
+export type PresenceOverridePeek = (userId: string) => PinnedPresence | undefined | null;
+export type PinnedPresence = { state: PresenceState; statusMsg: string | null };
+
+type PresenceFields = { state: string; status_msg: string | null; currently_active: number; last_active_ts: number };
+
+/** What others were told of `row` is still so after setting `state` (and `statusMsg`: undefined keeps the row's). */
+function presenceAnnounced(row: PresenceFields | undefined, state: PresenceState, statusMsg: string | null | undefined): row is PresenceFields {
+  const msg = statusMsg === undefined ? (row?.status_msg ?? null) : statusMsg;
+  return !!row && row.state === state && row.status_msg === msg && row.currently_active === (state === "online" ? 1 : 0);
+}
+
+/** presenceAnnounced, and last_active_ts is recent enough not to need a refresh. */
+function presenceUnchanged(row: PresenceFields | undefined, state: PresenceState, statusMsg: string | null | undefined, now: number): boolean {
+  return presenceAnnounced(row, state, statusMsg) && !(state === "online" && now - row.last_active_ts >= PRESENCE_REFRESH_MS);
+}
 
 /** Clients ask for long timeouts and then vanish; nobody should look typing for longer than this. */
 export const MAX_TYPING_MS = 30_000;
@@ -80,14 +96,16 @@ export function mainTimelineReads(db: Db, userId: string) {
 export class Ephemeral {
   private readonly accountData: AccountData;
   private presenceOverride: PresenceOverride | undefined;
+  private presenceOverridePeek: PresenceOverridePeek | undefined;
   /**
    * Presence rows as last read, by user: every /sync checks its user's presence, and a wave of
    * thousands of woken long-polls asked the database for each. An entry is the promise of its
    * read, stored when the read starts, and dropped by every presence change of the user
    * (`forgetPresence`, called for each presence wake-up, from any process), so a read that
-   * raced a change is not reused. Bounded; the oldest go first.
+   * raced a change is not reused. Bounded; the oldest go first. `row` is set once the read
+   * has finished, for presenceIsCurrent.
    */
-  private readonly presenceSeen = new Map<string, Promise<PresenceRow | undefined>>();
+  private readonly presenceSeen = new Map<string, { reading: Promise<PresenceRow | undefined>; done: boolean; row: PresenceRow | undefined }>();
 
   constructor(
     private readonly db: Db,
@@ -316,8 +334,26 @@ export class Ephemeral {
   // ---- presence ---------------------------------------------------------------------------
 
   /** Installs the hook that may pin a user's presence (duty hours); it wins over what clients set. */
-  setPresenceOverride(override: PresenceOverride): void {
+  setPresenceOverride(override: PresenceOverride, peek?: PresenceOverridePeek): void {
     this.presenceOverride = override;
+    this.presenceOverridePeek = peek;
+  }
+
+  /**
+   * Whether setPresence(userId, state) would change nothing, where that is known without waiting:
+   * false also when it is not. Every /sync sets its user's presence, and in a wave of thousands
+   * the answer is all but always "nothing to do"; telling so without setPresence's chain of
+   * awaits (the override, then the row) saves each request several promises.
+   */
+  presenceIsCurrent(userId: string, state: PresenceState): boolean {
+    let statusMsg: string | null | undefined;
+    if (this.presenceOverride) {
+      const pinned = this.presenceOverridePeek ? this.presenceOverridePeek(userId) : null;
+      if (pinned === null) return false;
+      if (pinned) ({ state, statusMsg } = pinned);
+    }
+    const seen = this.presenceSeen.get(userId);
+    return seen !== undefined && seen.done && presenceUnchanged(seen.row, state, statusMsg, Date.now());
   }
 
   /**
@@ -332,19 +368,11 @@ export class Ephemeral {
     }
     const now = Date.now();
     const active = state === "online";
-    // What others were told is still so (state, status message, activity)...
-    const announced = (row: { state: string; status_msg: string | null; currently_active: number } | undefined): row is NonNullable<typeof row> => {
-      const msg = statusMsg === undefined ? (row?.status_msg ?? null) : statusMsg;
-      return !!row && row.state === state && row.status_msg === msg && row.currently_active === (active ? 1 : 0);
-    };
-    // ...and last_active_ts is recent enough not to need a refresh.
-    const unchanged = (row: { state: string; status_msg: string | null; currently_active: number; last_active_ts: number } | undefined): boolean =>
-      announced(row) && !(active && now - row.last_active_ts >= PRESENCE_REFRESH_MS);
     // Every /sync lands here and almost never changes anything: look without the stream lock
     // first (a write would queue behind the group commit in progress), then again under it.
     const seen = await this.presenceRow(userId);
-    if (unchanged(seen)) return false;
-    if (active && announced(seen)) {
+    if (presenceUnchanged(seen, state, statusMsg, now)) return false;
+    if (active && presenceAnnounced(seen, state, statusMsg)) {
       // Still online and active, only last_active_ts is old: that is news to nobody (clients
       // keep showing an active user as online; Synapse does not notify such bumps either). A
       // stream position per active user per minute — with 20,000 officers on shift, hundreds of
@@ -360,7 +388,7 @@ export class Ephemeral {
       const row = await w.tx.selectFrom("presence").selectAll().where("user_id", "=", userId).executeTakeFirst();
       const msg = statusMsg === undefined ? (row?.status_msg ?? null) : statusMsg;
       const lastActive = active || !row ? now : row.last_active_ts;
-      if (unchanged(row)) return false;
+      if (presenceUnchanged(row, state, statusMsg, now)) return false;
       const pos = w.next();
       const values = { state, status_msg: msg, last_active_ts: lastActive, currently_active: active ? 1 : 0, stream_pos: pos };
       await w.tx
@@ -384,14 +412,20 @@ export class Ephemeral {
 
   private presenceRow(userId: string): Promise<PresenceRow | undefined> {
     const seen = this.presenceSeen.get(userId);
-    if (seen) return seen;
-    const reading = selectPresence(this.db, userId).then((rows) => rows[0]);
-    this.presenceSeen.set(userId, reading);
+    if (seen) return seen.reading;
+    const entry: { reading: Promise<PresenceRow | undefined>; done: boolean; row: PresenceRow | undefined } = { reading: selectPresence(this.db, userId).then((rows) => rows[0]), done: false, row: undefined };
+    this.presenceSeen.set(userId, entry);
     if (this.presenceSeen.size > 50_000) this.presenceSeen.delete(this.presenceSeen.keys().next().value!);
-    reading.catch(() => {
-      if (this.presenceSeen.get(userId) === reading) this.presenceSeen.delete(userId);
-    });
-    return reading;
+    entry.reading.then(
+      (row) => {
+        entry.row = row;
+        entry.done = true;
+      },
+      () => {
+        if (this.presenceSeen.get(userId) === entry) this.presenceSeen.delete(userId);
+      },
+    );
+    return entry.reading;
   }
 
   /**

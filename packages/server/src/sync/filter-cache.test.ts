@@ -45,3 +45,20 @@ test("stored filters are read once per user and id, however many there are, and 
   assert.equal(await cache.storedFilter("@e\u00009", read("e", undefined)), undefined);
   assert.equal(await cache.storedFilter("@e\u00009", read("e", filters.get("e"))), filters.get("e"), "an unknown id is asked again (it may be uploaded later)");
 });
+
+test("peek hands out what a lookup would find without loading, and counts as a use", async () => {
+  const cache = new FilterCache(2, 2);
+  const f: Filter = { room: { timeline: { limit: 3 } } };
+  assert.equal(cache.peek("stored", "@a\u00001"), undefined, "nothing loaded yet");
+  const stored = await cache.storedFilter("@a\u00001", async () => f);
+  assert.equal(cache.peek("stored", "@a\u00001"), stored);
+  assert.equal(cache.peek("text", "@a\u00001"), undefined, "stored and inline filters are kept apart");
+  const text = await cache.get("{x", async () => f);
+  assert.equal(cache.peek("text", "{x"), text);
+  // A peek keeps an entry in use: "@a" stays when "@c" pushes out the least recently used.
+  await cache.storedFilter("@b\u00001", async () => f);
+  cache.peek("stored", "@a\u00001");
+  await cache.storedFilter("@c\u00001", async () => f);
+  assert.notEqual(cache.peek("stored", "@a\u00001"), undefined);
+  assert.equal(cache.peek("stored", "@b\u00001"), undefined);
+});

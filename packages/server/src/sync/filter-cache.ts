@@ -30,6 +30,14 @@ export class FilterCache {
     return remembered(this.stored, this.storedLimit, key, load);
   }
 
+  /** What storedFilter or get would give at once from memory, or undefined when they would load it. */
+  peek(kind: "stored" | "text", key: string): Filter | undefined {
+    const map = kind === "stored" ? this.stored : this.entries;
+    const hit = map.get(key);
+    if (hit !== undefined) touch(map, key, hit, kind === "stored" ? this.storedLimit : this.limit);
+    return hit;
+  }
+
   async get(key: string, load: () => Promise<Filter>): Promise<Filter> {
     // Keys are the filters themselves when inline: big ones are parsed each time rather than
     // letting a client fill memory with them.

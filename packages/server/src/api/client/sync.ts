@@ -7,11 +7,29 @@ import type { Services } from "../../services.js";
 
 const MAX_TIMEOUT_MS = 120_000;
 
+/**
+ * The request's filter where it is known without waiting (none named, or parsed before): every
+ * long-poll names the same filter as its client's last one. Null when it has to be resolved.
+ */
+function filterNow(s: Services, userId: string, raw: string | undefined): { filter: Filter | undefined } | null {
+  if (raw === undefined || raw === "") return { filter: undefined };
+  const hit = isInlineFilter(raw) ? s.sync.filters.peek("text", `{${raw}`) : s.sync.filters.peek("stored", storedFilterKey(userId, raw));
+  return hit === undefined ? null : { filter: hit };
+}
+
+function isInlineFilter(raw: string): boolean {
+  return raw.trimStart().startsWith("{");
+}
+
+function storedFilterKey(userId: string, id: string): string {
+  return `${userId}\u0000${id}`;
+}
+
 async function resolveFilter(s: Services, userId: string, raw: string | undefined): Promise<Filter | undefined> {
   if (raw === undefined || raw === "") return undefined;
   try {
-    if (raw.trimStart().startsWith("{")) return await parsedFilter(s, raw);
-    const filter = await s.sync.filters.storedFilter(`${userId}\u0000${raw}`, async () => {
+    if (isInlineFilter(raw)) return await parsedFilter(s, raw);
+    const filter = await s.sync.filters.storedFilter(storedFilterKey(userId, raw), async () => {
       const stored = await s.accountData.getFilter(userId, raw);
       return stored === undefined ? undefined : parsedFilter(s, JSON.stringify(stored));
     });
@@ -51,8 +69,11 @@ export const syncRoutes = [
       }),
     },
     async ({ user, query, req, reply }, s) => {
-      const filter = await resolveFilter(s, user.userId, query.filter);
-      if (query.set_presence !== "offline") await s.ephemeral.setPresence(user.userId, query.set_presence ?? "online");
+      // Both all but always known without waiting (see filterNow, presenceIsCurrent).
+      const known = filterNow(s, user.userId, query.filter);
+      const filter = known !== null ? known.filter : await resolveFilter(s, user.userId, query.filter);
+      const presence = query.set_presence ?? "online";
+      if (presence !== "offline" && !s.ephemeral.presenceIsCurrent(user.userId, presence)) await s.ephemeral.setPresence(user.userId, presence);
       const gone = new ClientGone();
       req.raw.on("close", gone.cancel);
       // Answered from a callback, not awaited: a long-poll waits parked (see SyncService.answer),
