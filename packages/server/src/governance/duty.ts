@@ -1,6 +1,6 @@
 import { MatrixError } from "@revier/protocol";
 import type { Db } from "../storage/database.js";
-import type { Ephemeral, PresenceState } from "../rooms/ephemeral.js";
+import type { Ephemeral, PinnedPresence } from "../rooms/ephemeral.js";
 import type { PolicyStore } from "./policy.js";
 import { chunks } from "../lib/chunks.js";
 
@@ -178,7 +178,7 @@ export type Silencer = (userId: string, roomId: string) => boolean;
 const CACHE_MS = 60_000;
 const CACHE_LIMIT = 50_000;
 
-const OFF_DUTY_PRESENCE = Object.freeze({ state: "unavailable" as PresenceState, statusMsg: OFF_DUTY_STATUS });
+const OFF_DUTY_PRESENCE: PinnedPresence = Object.freeze({ state: "unavailable", statusMsg: OFF_DUTY_STATUS });
 
 /** Duty settings per user, the presence they imply, and the push silencer. */
 export class DutyService {
@@ -258,12 +258,12 @@ export class DutyService {
   }
 
   /** Presence hook: what an off-duty user's presence is pinned to, or undefined while on duty. */
-  async presenceOverride(userId: string): Promise<{ state: PresenceState; statusMsg: string | null } | undefined> {
+  async presenceOverride(userId: string): Promise<PinnedPresence | undefined> {
     return (await this.isOnDuty(userId)) ? undefined : OFF_DUTY_PRESENCE;
   }
 
   /** presenceOverride where the user's settings are cached; null when they would have to be read. */
-  presenceOverrideNow(userId: string): { state: PresenceState; statusMsg: string | null } | undefined | null {
+  presenceOverrideNow(userId: string): PinnedPresence | undefined | null {
     const hit = this.cache.get(userId);
     if (!hit || Date.now() - hit.at >= CACHE_MS) return null;
     return hit.settings === null || isOnDuty(hit.settings, this.clock()) ? undefined : OFF_DUTY_PRESENCE;

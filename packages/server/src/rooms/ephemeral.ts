@@ -51,6 +51,9 @@ export type PresenceOverride = (userId: string) => Promise<PinnedPresence | unde
 export type PresenceOverridePeek = (userId: string) => PinnedPresence | undefined | null;
 export type PinnedPresence = { state: PresenceState; statusMsg: string | null };
 
+/** A presence read for /sync, kept until a change of the user is announced (see Ephemeral.presenceSeen). */
+type SeenPresence = { reading: Promise<PresenceRow | undefined>; done: boolean; row: PresenceRow | undefined };
+
 type PresenceFields = { state: string; status_msg: string | null; currently_active: number; last_active_ts: number };
 
 /** What others were told of `row` is still so after setting `state` (and `statusMsg`: undefined keeps the row's). */
@@ -105,7 +108,7 @@ export class Ephemeral {
    * raced a change is not reused. Bounded; the oldest go first. `row` is set once the read
    * has finished, for presenceIsCurrent.
    */
-  private readonly presenceSeen = new Map<string, { reading: Promise<PresenceRow | undefined>; done: boolean; row: PresenceRow | undefined }>();
+  private readonly presenceSeen = new Map<string, SeenPresence>();
 
   constructor(
     private readonly db: Db,
@@ -413,7 +416,7 @@ export class Ephemeral {
   private presenceRow(userId: string): Promise<PresenceRow | undefined> {
     const seen = this.presenceSeen.get(userId);
     if (seen) return seen.reading;
-    const entry: { reading: Promise<PresenceRow | undefined>; done: boolean; row: PresenceRow | undefined } = { reading: selectPresence(this.db, userId).then((rows) => rows[0]), done: false, row: undefined };
+    const entry: SeenPresence = { reading: selectPresence(this.db, userId).then((rows) => rows[0]), done: false, row: undefined };
     this.presenceSeen.set(userId, entry);
     if (this.presenceSeen.size > 50_000) this.presenceSeen.delete(this.presenceSeen.keys().next().value!);
     entry.reading.then(

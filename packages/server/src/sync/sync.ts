@@ -250,7 +250,10 @@ export class SyncService {
     return PARKED;
   }
 
-  /** After shutdown began, waiting returns at once: answer now instead of polling the database. */
+  /**
+   * Whether the request is answered without waiting: an initial sync, a deadline passed, a client
+   * gone, or shutdown begun (waiting would return at once: answer instead of polling the database).
+   */
   private answerNow(run: SyncRun): boolean {
     return run.since === null || Date.now() >= run.deadline || run.p.signal?.aborted === true || this.d.notifier.isClosed;
   }

@@ -13,12 +13,17 @@ const MAX_TIMEOUT_MS = 120_000;
  */
 function filterNow(s: Services, userId: string, raw: string | undefined): { filter: Filter | undefined } | null {
   if (raw === undefined || raw === "") return { filter: undefined };
-  const hit = isInlineFilter(raw) ? s.sync.filters.peek("text", `{${raw}`) : s.sync.filters.peek("stored", storedFilterKey(userId, raw));
+  const hit = isInlineFilter(raw) ? s.sync.filters.peek("text", inlineFilterKey(raw)) : s.sync.filters.peek("stored", storedFilterKey(userId, raw));
   return hit === undefined ? null : { filter: hit };
 }
 
 function isInlineFilter(raw: string): boolean {
   return raw.trimStart().startsWith("{");
+}
+
+/** Filters parsed from JSON text are filed by the text (stored ones are parsed from theirs too). */
+function inlineFilterKey(text: string): string {
+  return `{${text}`;
 }
 
 function storedFilterKey(userId: string, id: string): string {
@@ -43,7 +48,7 @@ async function resolveFilter(s: Services, userId: string, raw: string | undefine
 
 /** A filter's JSON text, parsed once for every request that names the same text. */
 function parsedFilter(s: Services, text: string): Promise<Filter> {
-  return s.sync.filters.get(`{${text}`, async () => {
+  return s.sync.filters.get(inlineFilterKey(text), async () => {
     let json: unknown;
     try {
       json = JSON.parse(text);
