@@ -38,6 +38,8 @@ export interface Config {
   tls: { certFile: string | null; keyFile: string | null };
   /** How often the retention job (policy `retention_days`) looks for expired events and media. */
   retention: { intervalMs: number };
+  /** A quiet server whose heap grew this much since its last full collection asks for one (0: never); see heap-reclaim.ts. */
+  memory: { idleReclaimMb: number };
   push: {
     /** Pushers asking for the full format get event content; off by default (event ids only). */
     includeContent: boolean;
@@ -138,6 +140,7 @@ const SETTINGS: Setting[] = [
   { key: "tls.cert_file", env: "REVIER_TLS_CERT_FILE", parse: nullable(str), default: null },
   { key: "tls.key_file", env: "REVIER_TLS_KEY_FILE", parse: nullable(str), default: null },
   { key: "retention.interval_ms", env: "REVIER_RETENTION_INTERVAL_MS", parse: int(1000, 7 * 24 * 3600_000), default: 3600_000 },
+  { key: "memory.idle_reclaim_mb", env: "REVIER_MEMORY_IDLE_RECLAIM_MB", parse: int(0, 1_000_000), default: 64 },
   { key: "push.include_content", env: "REVIER_PUSH_INCLUDE_CONTENT", parse: bool, default: false },
   { key: "push.vapid_subject", env: "REVIER_PUSH_VAPID_SUBJECT", parse: nullable(str), default: null },
   { key: "push.gateway_allowlist", env: "REVIER_PUSH_GATEWAY_ALLOWLIST", parse: list, default: [] },
@@ -244,6 +247,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
     },
     tls: { certFile: tlsCert === null ? null : path.resolve(tlsCert), keyFile: tlsKey === null ? null : path.resolve(tlsKey) },
     retention: { intervalMs: values["retention.interval_ms"] as number },
+    memory: { idleReclaimMb: values["memory.idle_reclaim_mb"] as number },
     push: { includeContent: values["push.include_content"] as boolean, vapidSubject: vapidSubject(values["push.vapid_subject"] as string | null, publicBaseUrl, serverName), gatewayAllowlist: values["push.gateway_allowlist"] as string[] },
   };
 }

@@ -1,4 +1,7 @@
 import type { Services } from "./services.js";
+import { DEFAULT_HEAP_RECLAIM, startHeapReclaim } from "./heap-reclaim.js";
+
+const MiB = 1024 * 1024;
 
 /** How long a user may show no sign of life (no /sync) before presence turns offline. */
 const PRESENCE_IDLE_MS = 5 * 60_000;
@@ -20,7 +23,8 @@ function every(intervalMs: number, task: () => Promise<unknown>, onError: (err: 
 }
 
 /**
- * Background housekeeping: typing notifications that lapsed and users whose clients vanished.
+ * Background housekeeping: typing notifications that lapsed, users whose clients vanished, expired
+ * shared answers and events, and the heap a burst left behind.
  * Every process may run these; each step re-checks under the stream lock, so they are idempotent.
  */
 export function startSweepers(s: Services): () => void {
@@ -39,6 +43,10 @@ export function startSweepers(s: Services): () => void {
     // within half a minute; expired events and media go every retention.interval_ms.
     every(Math.min(30_000, s.config.retention.intervalMs), () => s.retention.checkPolicy(), onError("retention policy")),
     every(s.config.retention.intervalMs, () => s.retention.purge(), onError("retention")),
+    startHeapReclaim({ ...DEFAULT_HEAP_RECLAIM, growthBytes: s.config.memory.idleReclaimMb * MiB }, (r) => {
+      s.metrics.heapReclaims.inc();
+      s.log.info({ heap_before_mb: Math.round(r.beforeBytes / MiB), heap_after_mb: Math.round(r.afterBytes / MiB), pause_ms: Math.round(r.ms) }, "server quiet: collected garbage to return memory");
+    }),
   ];
   return () => {
     for (const stop of stops) stop();

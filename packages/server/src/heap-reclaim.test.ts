@@ -1,0 +1,86 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import v8 from "node:v8";
+import { loadConfig } from "./config.js";
+import { shouldReclaim, startHeapReclaim, type Reclaim } from "./heap-reclaim.js";
+
+const MiB = 1024 * 1024;
+
+test("collects only after enough quiet samples and enough growth", () => {
+  const o = { quietSamples: 2, growthBytes: 64 * MiB };
+  assert.equal(shouldReclaim({ quiet: 2, baseline: 100 * MiB }, 164 * MiB, o), true);
+  assert.equal(shouldReclaim({ quiet: 5, baseline: 100 * MiB }, 300 * MiB, o), true);
+  assert.equal(shouldReclaim({ quiet: 1, baseline: 100 * MiB }, 300 * MiB, o), false, "not quiet long enough");
+  assert.equal(shouldReclaim({ quiet: 2, baseline: 100 * MiB }, 163 * MiB, o), false, "not grown enough");
+  assert.equal(shouldReclaim({ quiet: 9, baseline: 100 * MiB }, 900 * MiB, { quietSamples: 2, growthBytes: 0 }), false, "0 switches it off");
+});
+
+test("memory.idle_reclaim_mb: 64 by default, 0 switches it off, negatives refused", () => {
+  assert.equal(loadConfig({}).memory.idleReclaimMb, 64);
+  assert.equal(loadConfig({ REVIER_MEMORY_IDLE_RECLAIM_MB: "0" }).memory.idleReclaimMb, 0);
+  assert.throws(() => loadConfig({ REVIER_MEMORY_IDLE_RECLAIM_MB: "-1" }), /REVIER_MEMORY_IDLE_RECLAIM_MB/);
+});
+
+/**
+ * Allocates about `mb` MiB across several turns of the loop (so it reaches the old space) and
+ * returns every `keepEvery`-th object: the survivors are spread over all the pages, as a burst's
+ * are, so freeing the rest leaves the pages in use unless they are compacted.
+ */
+async function growHeap(mb: number, keepEvery: number): Promise<unknown[]> {
+  const held: unknown[] = [];
+  const survivors: unknown[] = [];
+  const perTurn = 2 * MiB;
+  for (let bytes = 0; bytes < mb * MiB; bytes += perTurn) {
+    // About 40 bytes per small object and its slot.
+    const batch = Array.from({ length: perTurn / 40 }, (_, i) => ({ i }));
+    for (let i = 0; i < batch.length; i += keepEvery) survivors.push(batch[i]);
+    held.push(batch);
+    await new Promise((r) => setImmediate(r));
+  }
+  held.length = 0;
+  return survivors;
+}
+
+const space = (name: string) => v8.getHeapSpaceStatistics().find((s) => s.space_name === name)!;
+
+/** Keeps the event loop busy for `ms`, yielding every few milliseconds so timers still run. */
+async function keepBusy(ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    const slice = performance.now() + 20;
+    while (performance.now() < slice);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+async function until(what: string, cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("a process that grew its heap gets it back once it is quiet, and not while it is busy", async () => {
+  const reclaims: Reclaim[] = [];
+  const stop = startHeapReclaim({ intervalMs: 250, quietSamples: 2, quietUtilisation: 0.3, growthBytes: 48 * MiB }, (r) => reclaims.push(r));
+  try {
+    assert.equal((globalThis as { gc?: unknown }).gc, undefined, "no global gc for other code");
+    const survivors = await growHeap(160, 6);
+    // Garbage enough, but the loop is busy: nothing is collected on our behalf.
+    await keepBusy(1000);
+    assert.equal(reclaims.length, 0, "no collection while busy");
+    await until("a collection", () => reclaims.length > 0, 30_000);
+    const r = reclaims[0]!;
+    assert.ok(r.afterBytes <= r.beforeBytes - 48 * MiB, `heap ${r.beforeBytes} → ${r.afterBytes} bytes`);
+    // Compacted: the survivors no longer pin pages that are mostly free.
+    const old = space("old_space");
+    assert.ok(old.space_size - old.space_used_size < 24 * MiB, `old space ${old.space_size} bytes for ${old.space_used_size} in use`);
+    // Quiet for several more samples, but not grown again since: no second reclaim.
+    await new Promise((res) => setTimeout(res, 1500));
+    assert.equal(reclaims.length, 1);
+    assert.ok(survivors.length > 0);
+  } finally {
+    stop();
+  }
+});
