@@ -63,7 +63,7 @@ async function until(what: string, cond: () => boolean, ms: number): Promise<voi
 
 test("a process that grew its heap gets it back once it is quiet, and not while it is busy", async () => {
   const reclaims: Reclaim[] = [];
-  const stop = startHeapReclaim({ intervalMs: 250, quietSamples: 2, quietUtilisation: 0.3, growthBytes: 48 * MiB }, (r) => reclaims.push(r));
+  const stop = startHeapReclaim({ intervalMs: 250, quietSamples: 2, quietUtilisation: 0.3, growthBytes: 48 * MiB }, (r) => reclaims.push(r), (err) => assert.fail(err));
   try {
     assert.equal((globalThis as { gc?: unknown }).gc, undefined, "no global gc for other code");
     const survivors = await growHeap(160, 6);

@@ -55,7 +55,9 @@ export interface Reclaim {
 function fullCollector(): () => void {
   v8.setFlagsFromString("--expose-gc");
   try {
-    return runInNewContext("gc") as () => void;
+    const gc: unknown = runInNewContext("typeof gc === 'function' ? gc : undefined");
+    if (typeof gc !== "function") throw new Error("this Node does not expose gc to new contexts");
+    return gc as () => void;
   } finally {
     v8.setFlagsFromString("--no-expose-gc");
   }
@@ -65,8 +67,8 @@ const committedHeap = () => v8.getHeapStatistics().total_heap_size;
 
 /**
  * Samples every `intervalMs` (without keeping the process alive) and, when `shouldReclaim` says
- * so, runs one full collection that compacts every page; `onReclaim` hears of each. Returns the
- * function that stops it.
+ * so, runs one full collection that compacts every page; `onReclaim` hears of each, and
+ * `onUnavailable` if this Node cannot provide a collector. Returns the function that stops it.
  *
  * A plain full collection frees the garbage but leaves the pages: after seeding, 83 MB of live
  * objects stayed spread over 322 MB of old space. V8 compacts only pages where its heuristics
@@ -76,9 +78,16 @@ const committedHeap = () => v8.getHeapStatistics().total_heap_size;
  * second collection 5 s later did in a bare process but not in the server, whose timers keep
  * allocating a little.
  */
-export function startHeapReclaim(o: HeapReclaimOptions, onReclaim: (r: Reclaim) => void): () => void {
+export function startHeapReclaim(o: HeapReclaimOptions, onReclaim: (r: Reclaim) => void, onUnavailable: (err: Error) => void): () => void {
   if (o.growthBytes <= 0) return () => {};
-  const collect = fullCollector();
+  let collect: () => void;
+  try {
+    collect = fullCollector();
+  } catch (err) {
+    // Memory is then given back only when V8 collects by itself; not a reason to refuse to start.
+    onUnavailable(err as Error);
+    return () => {};
+  }
   const state: ReclaimState = { quiet: 0, baseline: committedHeap() };
   let last = performance.eventLoopUtilization();
   const timer = setInterval(() => {

@@ -46,7 +46,7 @@ export function startSweepers(s: Services): () => void {
     startHeapReclaim({ ...DEFAULT_HEAP_RECLAIM, growthBytes: s.config.memory.idleReclaimMb * MiB }, (r) => {
       s.metrics.heapReclaims.inc();
       s.log.info({ heap_before_mb: Math.round(r.beforeBytes / MiB), heap_after_mb: Math.round(r.afterBytes / MiB), pause_ms: Math.round(r.ms) }, "server quiet: collected garbage to return memory");
-    }),
+    }, (err) => s.log.warn({ err: { message: err.message } }, "memory.idle_reclaim_mb is set but this Node offers no garbage collector to call; memory is returned only when V8 collects by itself")),
   ];
   return () => {
     for (const stop of stops) stop();
