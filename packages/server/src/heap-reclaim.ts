@@ -8,8 +8,8 @@ import { runInNewContext } from "node:vm";
  * V8 collects garbage when allocation fills the heap, never on a timer: a server that has just
  * seeded an organisation, answered a shift change's logins or fanned out an alert keeps the heap
  * that burst grew to for as long as it stays quiet. Measured after seeding 22,000 accounts and
- * 5,000 rooms: 550 MB of heap committed for 87 MB of live objects, and 90 seconds later still
- * the same (only an unrelated timer's allocation eventually set off a collection). So when the
+ * 5,000 rooms: 550 MB of heap committed for 87 MB of live objects, and resident memory unchanged
+ * for the next 90 seconds, until a collection happened to run. So when the
  * event loop has been nearly idle for a while and the heap has grown well past what it held after
  * the last collection, one compacting full collection is asked for. After that seeding it paused
  * the loop for 0.2 s, at a moment when there was next to nothing to delay.
