@@ -79,7 +79,8 @@ test("a process that grew its heap gets it back once it is quiet, and not while 
     // Quiet for several more samples, but not grown again since: no second reclaim.
     await new Promise((res) => setTimeout(res, 1500));
     assert.equal(reclaims.length, 1);
-    assert.ok(survivors.length > 0);
+    // Referenced up to here, so the survivors were live through every collection above.
+    void survivors;
   } finally {
     stop();
   }

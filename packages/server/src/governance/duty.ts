@@ -192,10 +192,16 @@ export class DutyService {
     private readonly policy: PolicyStore,
   ) {}
 
+  /** The user's settings as cached while fresh (null: none stored); undefined when they have to be read. */
+  private cached(userId: string, now: number): DutySettings | null | undefined {
+    const hit = this.cache.get(userId);
+    return hit && now - hit.at < CACHE_MS ? hit.settings : undefined;
+  }
+
   private async settingsOf(userId: string): Promise<DutySettings | null> {
     const now = Date.now();
-    const hit = this.cache.get(userId);
-    if (hit && now - hit.at < CACHE_MS) return hit.settings;
+    const hit = this.cached(userId, now);
+    if (hit !== undefined) return hit;
     const row = await this.db.selectFrom("duty_settings").select("json").where("user_id", "=", userId).executeTakeFirst();
     const settings = row ? (JSON.parse(row.json) as DutySettings) : null;
     if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
@@ -209,8 +215,8 @@ export class DutyService {
     const out = new Map<string, DutySettings | null>();
     const missing: string[] = [];
     for (const u of userIds) {
-      const hit = this.cache.get(u);
-      if (hit && now - hit.at < CACHE_MS) out.set(u, hit.settings);
+      const hit = this.cached(u, now);
+      if (hit !== undefined) out.set(u, hit);
       else missing.push(u);
     }
     for (const ids of chunks(missing)) {
@@ -259,14 +265,17 @@ export class DutyService {
 
   /** Presence hook: what an off-duty user's presence is pinned to, or undefined while on duty. */
   async presenceOverride(userId: string): Promise<PinnedPresence | undefined> {
-    return (await this.isOnDuty(userId)) ? undefined : OFF_DUTY_PRESENCE;
+    return this.pinFor(await this.settingsOf(userId));
   }
 
   /** presenceOverride where the user's settings are cached; null when they would have to be read. */
   presenceOverrideNow(userId: string): PinnedPresence | undefined | null {
-    const hit = this.cache.get(userId);
-    if (!hit || Date.now() - hit.at >= CACHE_MS) return null;
-    return hit.settings === null || isOnDuty(hit.settings, this.clock()) ? undefined : OFF_DUTY_PRESENCE;
+    const settings = this.cached(userId, Date.now());
+    return settings === undefined ? null : this.pinFor(settings);
+  }
+
+  private pinFor(settings: DutySettings | null): PinnedPresence | undefined {
+    return settings === null || isOnDuty(settings, this.clock()) ? undefined : OFF_DUTY_PRESENCE;
   }
 
   /**
