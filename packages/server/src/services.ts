@@ -120,7 +120,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   roomEvents.onPersist((ctx) => push.recordActions(ctx));
   const notifier = new Notifier(bus, metrics);
   const sync = new SyncService({ db, stream, rooms, accountData, push, ephemeral, notifier, devices });
-  const e2ee = createE2ee({ storage, stream, serverName: config.serverName });
+  const e2ee = createE2ee({ storage, stream, serverName: config.serverName, notifier });
   sync.extend(e2ee.syncExtension);
   devices.onRemoved(e2ee.onDeviceRemoved);
   devices.onRemoved((userId, deviceId) => push.removeDevicePushers(userId, deviceId));

@@ -194,6 +194,45 @@ describeEachDatabase("end-to-end encryption over HTTP", ({ server, replace }) =>
     assert.equal((await upload(zora, {})).body.one_time_key_counts.signed_curve25519, 0);
   });
 
+  test("a long-poll reports the key counts another user's claims lowered and the device's uploads raised", async () => {
+    const { login: ida, device } = await newDevice("ida");
+    const jonas = await user("jonas");
+    assert.equal((await upload(ida, { device_keys: device.deviceKeys(), one_time_keys: device.oneTimeKeys(3), fallback_keys: device.fallbackKey() })).status, 200);
+    const roomId = await sharedRoom(jonas, [ida]);
+    // The server remembers what this answer found (see DeviceSyncCache); claims wake nobody.
+    let since = (await sync(ida.access_token)).next_batch as string;
+    assert.equal((await sync(ida.access_token, since)).device_one_time_keys_count.signed_curve25519, 3);
+
+    let n = 0;
+    // A message wakes ida's long-poll; its answer carries the counts as they are now.
+    const wokenBy = async (act: () => Promise<void>): Promise<Json> => {
+      const poll = call("GET", `/_matrix/client/v3/sync?timeout=10000&since=${since}`, ida.access_token);
+      await new Promise((r) => setTimeout(r, 100));
+      await act();
+      const send = await call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/w${++n}`, jonas.access_token, { msgtype: "m.text", body: `Lage ${n}` });
+      assert.equal(send.status, 200);
+      let body = (await poll).body as Json;
+      while (!(body.rooms?.join?.[roomId]?.timeline?.events ?? []).some((e: Json) => e.content?.body === `Lage ${n}`)) body = await sync(ida.access_token, body.next_batch);
+      since = body.next_batch;
+      return body;
+    };
+    const want = { [ida.user_id]: { [ida.device_id]: "signed_curve25519" } };
+
+    let body = await wokenBy(async () => void (await claim(jonas, want)));
+    assert.equal(body.device_one_time_keys_count.signed_curve25519, 2, "a claim by someone else lowers the count");
+    body = await wokenBy(async () => void assert.equal((await upload(ida, { one_time_keys: device.oneTimeKeys(4) })).status, 200));
+    assert.equal(body.device_one_time_keys_count.signed_curve25519, 6, "the device's own upload raises it");
+    body = await wokenBy(async () => {
+      for (let i = 0; i < 7; i++) await claim(jonas, want);
+    });
+    assert.equal(body.device_one_time_keys_count.signed_curve25519, 0);
+    assert.deepEqual(body.device_unused_fallback_key_types, [], "the fallback key went out and is no longer unused");
+    // Nothing changed since: the next answer, woken by a message alone, says the same.
+    body = await wokenBy(async () => undefined);
+    assert.equal(body.device_one_time_keys_count.signed_curve25519, 0);
+    assert.deepEqual(body.device_unused_fallback_key_types, []);
+  });
+
   test("device list changes reach everyone who shares a room, in /sync and /keys/changes", async () => {
     const anton = await user("anton");
     const berta = await user("berta");

@@ -11,6 +11,7 @@ import { NatsBus } from "../src/bus/nats.js";
 import { createScratchDatabase, PG_SKIP_MESSAGE, postgresReachable } from "./support/databases.js";
 import { api, enc } from "./support/http.js";
 import { TEST_PASSWORD } from "./support/server.js";
+import { FakeDevice } from "./support/crypto-clients.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 interface Session {
@@ -227,6 +228,34 @@ describe("scale-out: two processes on PostgreSQL + NATS", { skip }, () => {
       (body) => ((body.account_data?.events ?? []) as Json[]).some((e) => e.type === "org.example.einsatz"),
     );
     assert.deepEqual(((body.account_data.events ?? []) as Json[]).find((e) => e.type === "org.example.einsatz")!.content, { schicht: "Nacht" });
+  });
+
+  test("one-time keys claimed through A lower the count B reports, in an initial sync and in a woken long-poll", async () => {
+    const device = new FakeDevice(bert.user_id, bert.device_id);
+    const up = await api<Json>(b.url, "POST", "/_matrix/client/v3/keys/upload", { token: bert.access_token, body: { device_keys: device.deviceKeys(), one_time_keys: device.oneTimeKeys(5) } });
+    assert.equal(up.status, 200, JSON.stringify(up.body));
+    const counted = (body: Json) => body.device_one_time_keys_count.signed_curve25519 as number;
+    // B remembers what its answers found (see DeviceSyncCache); a claim through A wakes nobody.
+    const first = await sync(b, bert.access_token);
+    assert.equal(counted(await sync(b, bert.access_token, { since: first.next_batch })), 5);
+    const claimThroughA = async () => {
+      const res = await api<Json>(a.url, "POST", "/_matrix/client/v3/keys/claim", { token: anna.access_token, body: { one_time_keys: { [bert.user_id]: { [bert.device_id]: "signed_curve25519" } } } });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.equal(Object.keys(res.body.one_time_keys[bert.user_id][bert.device_id]).length, 1);
+    };
+    await claimThroughA();
+    assert.equal(counted(await sync(b, bert.access_token)), 4);
+    const { body } = await crossWake(
+      b,
+      bert,
+      async () => {
+        await claimThroughA();
+        const res = await api(a.url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/k1`, { token: anna.access_token, body: { msgtype: "m.text", body: "Schlüssel" } });
+        assert.equal(res.status, 200);
+      },
+      (body) => (body.rooms?.join?.[roomId]?.timeline?.events ?? []).some((e: Json) => e.content?.body === "Schlüssel"),
+    );
+    assert.equal(counted(body), 3);
   });
 
   test("stream positions stay gap-free and in order with concurrent writers on both processes", async () => {

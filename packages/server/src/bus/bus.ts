@@ -12,6 +12,12 @@ export interface WakeUp {
   users: string[];
   /** Only presence changed: long-polls whose filter leaves presence out need not wake. */
   presenceOnly?: boolean;
+  /**
+   * Users whose devices' one-time or fallback keys changed (uploaded, claimed, deleted). Wakes
+   * nobody: the counts ride along with the next answer; caches of them are dropped (see
+   * DeviceSyncCache).
+   */
+  keys?: string[];
 }
 
 export interface Bus {

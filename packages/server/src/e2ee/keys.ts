@@ -132,6 +132,10 @@ export class E2eeKeys {
         }
         await this.storeOneTimeKeys(tx, userId, deviceId, otks);
         for (const k of fallbacks) await this.storeFallbackKey(tx, userId, deviceId, k);
+        if (otks.length > 0 || fallbacks.length > 0) {
+          w.next();
+          w.keysChanged([userId]);
+        }
       });
     }
     return this.oneTimeKeyCounts(userId, deviceId);
@@ -315,15 +319,20 @@ export class E2eeKeys {
       for (const [deviceId, algorithm] of Object.entries(byDevice)) wanted.push({ userId, deviceId, algorithm });
     }
     // One transaction for the whole request: a room's first message claims for every member's
-    // devices at once, and one commit is far cheaper than thousands.
+    // devices at once, and one commit is far cheaper than thousands. Not a stream write: that
+    // would hold every process's writers behind a thousand statements.
     for (const batch of chunks(wanted, 1000)) {
+      const claimed = new Set<string>();
       await this.db.transaction().execute(async (tx) => {
         for (const w of batch) {
           const key = (await this.takeOneTimeKey(tx, w.userId, w.deviceId, w.algorithm)) ?? (await this.useFallbackKey(tx, w.userId, w.deviceId, w.algorithm));
           if (!key) continue;
+          claimed.add(w.userId);
           ((result.one_time_keys[w.userId] ??= {})[w.deviceId] ??= {})[`${w.algorithm}:${key.key_id}`] = JSON.parse(key.key_json) as unknown;
         }
       });
+      // Their owners' next /sync must show the lower counts, whichever process answers it.
+      await this.stream.announceKeyChanges(claimed);
     }
     return result;
   }
@@ -534,9 +543,15 @@ export class E2eeKeys {
 
   // ---- device removal ----------------------------------------------------------------------
 
-  /** Forgets every key of a removed device and the signatures on it. */
+  /**
+   * Forgets every key of a removed device and the signatures on it. A stream write so that a
+   * device logging in again under the same id is not shown the old device's key counts.
+   */
   async removeDevice(userId: string, deviceId: string): Promise<void> {
-    await this.db.transaction().execute(async (tx) => {
+    await this.stream.write(async (w) => {
+      const tx = w.tx;
+      w.next();
+      w.keysChanged([userId]);
       await tx.deleteFrom("e2e_device_keys").where("user_id", "=", userId).where("device_id", "=", deviceId).execute();
       await tx.deleteFrom("e2e_one_time_keys").where("user_id", "=", userId).where("device_id", "=", deviceId).execute();
       await tx.deleteFrom("e2e_fallback_keys").where("user_id", "=", userId).where("device_id", "=", deviceId).execute();

@@ -16,6 +16,12 @@ export interface StreamWrite {
    * need not wake (see isPresenceOnly); without it, the news may be anything.
    */
   touch(target: { rooms?: Iterable<string>; users?: Iterable<string>; kind?: "presence" }): void;
+  /**
+   * Announces, once this write commits, that these users' one-time or fallback keys changed.
+   * Wakes nobody (the counts ride along with their next answer); every process drops what it
+   * remembers of them (see DeviceSyncCache). The write must take a position (`next`).
+   */
+  keysChanged(users: Iterable<string>): void;
 }
 
 /**
@@ -35,6 +41,7 @@ interface Pending {
   outcome?: { ok: true; value: unknown } | { ok: false; err: unknown };
   rooms?: Set<string>;
   users?: Set<string>;
+  keys?: Set<string>;
   /** Whether everything it touched was touched as presence news. */
   presenceOnly?: boolean;
 }
@@ -129,6 +136,7 @@ export class StreamWriter {
           const before = pos;
           const rooms = new Set<string>();
           const users = new Set<string>();
+          const keys = new Set<string>();
           let presenceOnly = true;
           const w: StreamWrite = {
             tx,
@@ -137,6 +145,9 @@ export class StreamWriter {
               for (const r of t.rooms ?? []) rooms.add(r);
               for (const u of t.users ?? []) users.add(u);
               if (t.kind !== "presence") presenceOnly = false;
+            },
+            keysChanged: (u) => {
+              for (const x of u) keys.add(x);
             },
           };
           if (single) {
@@ -157,6 +168,7 @@ export class StreamWriter {
           }
           item.rooms = rooms;
           item.users = users;
+          item.keys = keys;
           item.presenceOnly = presenceOnly;
         }
         if (pos !== start) await tx.updateTable("counters").set({ value: pos }).where("name", "=", "stream").execute();
@@ -169,16 +181,19 @@ export class StreamWriter {
     if (pos !== start) {
       const rooms = new Set<string>();
       const users = new Set<string>();
+      const keys = new Set<string>();
       let presenceOnly = true;
       for (const item of batch) {
         for (const r of item.rooms ?? []) rooms.add(r);
         for (const u of item.users ?? []) users.add(u);
+        for (const u of item.keys ?? []) keys.add(u);
         // Writes that touched nobody name no waiter, so only the others decide.
         if (item.outcome?.ok && item.presenceOnly === false) presenceOnly = false;
       }
       // One wake-up for the batch: waiters compare positions, and every item is at or below it.
       const wake: WakeUp = { position: pos, from: start, rooms: [...rooms], users: [...users] };
       if (presenceOnly) wake.presenceOnly = true;
+      if (keys.size > 0) wake.keys = [...keys];
       try {
         this.bus.publish(wake);
       } catch (err) {
@@ -191,6 +206,20 @@ export class StreamWriter {
       if (o.ok) item.resolve(o.value);
       else item.reject(o.err);
     }
+  }
+
+  /**
+   * Announces key changes committed by a transaction of their own (see StreamWrite.keysChanged):
+   * the announcement takes a position after that commit, so it lies above every position a
+   * reader could have seen before the change.
+   */
+  async announceKeyChanges(users: Iterable<string>): Promise<void> {
+    const list = [...users];
+    if (list.length === 0) return;
+    await this.write(async (w) => {
+      w.next();
+      w.keysChanged(list);
+    });
   }
 
   /** The highest committed position (read from the database so other processes' writes count). */

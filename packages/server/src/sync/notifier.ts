@@ -267,6 +267,15 @@ export class Notifier {
   }
 
   /**
+   * Whether every batch in (since, upto] has been announced here and its observers have run: a
+   * cache filled at `since` and kept up to date by the observers still holds at `upto`. Not
+   * across a lost batch: positions below the floor may never be announced.
+   */
+  heardAllBetween(since: number, upto: number): boolean {
+    return this.announced !== null && since >= this.floor && this.announced >= upto;
+  }
+
+  /**
    * Whether nothing in (since, upto] is news for this user: every batch of that window was
    * announced here, and none named the user or one of `rooms` (presence-only batches count only
    * with `presence`). A long-poll coming back while other rooms are busy finds the stream moved
