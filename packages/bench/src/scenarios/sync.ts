@@ -3,7 +3,7 @@ import { LEAN_FILTER, login, sendMessage, sync, type Session } from "../matrix.j
 import { rawOk } from "../http.js";
 import { groupPlan, openSessions, seedRooms, syncWaiters, type RoomPlan } from "../population.js";
 import { PollerPool, connectInSteps } from "../pollers.js";
-import { openFileLimit, RssSampler, serverRss } from "../proc.js";
+import { openFileLimit, RssSampler, serverCpuSeconds, serverRss } from "../proc.js";
 import { linearFit, median, mib, percentile, pool, round, sleep } from "../stats.js";
 import type { Check, Scenario } from "../scenario.js";
 
@@ -108,6 +108,10 @@ export const syncScenario: Scenario = async (ctx) => {
   let stop = false;
   await target.profile?.("start");
   const start = Date.now();
+  // The server's CPU over the background load: steadier between runs than the latency tail, so
+  // alternating runs compare on it too.
+  const cpuAtStart = serverCpuSeconds(target);
+  const mainAtStart = serverCpuSeconds(target, true);
   const measureFrom = start + warmup * 1000;
   const measureTo = measureFrom + seconds * 1000;
   const inWindow = (t: number) => t >= measureFrom && t <= measureTo;
@@ -216,6 +220,9 @@ export const syncScenario: Scenario = async (ctx) => {
   const watchLoops = helperSessions.slice(incrementalClients, incrementalClients + watchers).map((s, j) => watcherLoop(s, incrementalClients + j));
 
   await sender;
+  const loadS = (Date.now() - start) / 1000;
+  const cpuAtEnd = serverCpuSeconds(target);
+  const mainAtEnd = serverCpuSeconds(target, true);
   await target.profile?.("stop", "sync-background");
   await sleep(2000);
   stop = true;
@@ -260,6 +267,8 @@ export const syncScenario: Scenario = async (ctx) => {
     incremental_account_p99_ms: round(percentile(incrementalA, 99)),
     incremental_samples: incremental.length,
     incremental_avg_kib: round(incrementalBytes.reduce((a, b) => a + b, 0) / Math.max(1, incrementalBytes.length) / 1024),
+    ...(cpuAtStart !== null && cpuAtEnd !== null ? { load_server_cpu_s: round(cpuAtEnd - cpuAtStart) } : {}),
+    ...(mainAtStart !== null && mainAtEnd !== null ? { load_server_main_thread_busy_pct: round(((mainAtEnd - mainAtStart) / loadS) * 100) } : {}),
     wake_p50_ms: round(percentile(wake, 50)),
     wake_p99_ms: round(percentile(wake, 99)),
     idle_polls_empty: pollerStatus?.empty ?? 0,

@@ -137,5 +137,46 @@ for (const kind of DB_KINDS) {
       assert.deepEqual([...seen].sort(), expected.sort());
       assert.ok(await drained());
     });
+
+    test("notifications arriving back to back are moved in runs at least minIntervalMs apart, none lost", async () => {
+      const user = "@paced:test";
+      await a.db
+        .insertInto("pushers")
+        .values({ user_id: user, app_id: "app", pushkey: "pk-paced", kind: "http", json: JSON.stringify({ app_id: "app", pushkey: "pk-paced", kind: "http", data: { url, format: "event_id_only" } }), created_ts: 1000 })
+        .execute();
+      const bus = new LocalBus();
+      const stream = new StreamWriter(a, bus);
+      const d = new PushDelivery({ storage: a, stream, bus, log: pino({ level: "silent" }), webPush: null, includeContent: false, destinations: new PushDestinations(["127.0.0.1"]) });
+      d.tuning.minIntervalMs = 300;
+      // Each run begins with an enqueue: record when the runs began.
+      const runs: number[] = [];
+      const enqueue = d.enqueue.bind(d);
+      let inRun = false;
+      d.enqueue = async () => {
+        if (!inRun) runs.push(Date.now());
+        inRun = true;
+        const more = await enqueue();
+        if (!more) inRun = false;
+        return more;
+      };
+      d.start();
+      await d.flush();
+      runs.length = 0;
+      const expected: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const eventId = `$paced${i}`;
+        await stream.write(async (w) => {
+          const pos = w.next();
+          await w.tx.insertInto("event_push_actions").values({ room_id: "!r:test", user_id: user, event_id: eventId, stream_ordering: pos, thread_id: "main", notify: 1, highlight: 0 }).execute();
+          d.noteNotifications(pos);
+        });
+        expected.push(`pk-paced ${eventId}`);
+      }
+      for (let i = 0; i < 100 && !expected.every((e) => seen.includes(e)); i++) await new Promise((r) => setTimeout(r, 20));
+      await d.stop();
+      assert.deepEqual(seen.filter((x) => x.startsWith("pk-paced")).sort(), expected.sort(), "every notification pushed once");
+      assert.ok(runs.length >= 1 && runs.length <= 3, `ten messages in quick succession took ${runs.length} runs`);
+      for (let i = 1; i < runs.length; i++) assert.ok(runs[i]! - runs[i - 1]! >= 295, `runs ${runs[i]! - runs[i - 1]!} ms apart`);
+    });
   });
 }

@@ -32,6 +32,13 @@ export interface DeliveryTuning {
   batch: number;
   /** Pushers served in parallel. */
   concurrency: number;
+  /**
+   * Least time between the starts of two runs that new notifications set off. A run moves the
+   * enqueue cursor in a transaction of its own, a commit (an fsync on SQLite, on the one thread)
+   * even when nobody notified has a pusher; run for every message of a busy hour, that was as many
+   * commits again as the messages' own. A push waits up to this much longer for its gateway.
+   */
+  minIntervalMs: number;
 }
 
 export const DEFAULT_TUNING: DeliveryTuning = {
@@ -43,6 +50,7 @@ export const DEFAULT_TUNING: DeliveryTuning = {
   timeoutMs: 10_000,
   batch: 500,
   concurrency: 8,
+  minIntervalMs: 250,
 };
 
 const CURSOR = "push_delivery";
@@ -89,6 +97,9 @@ export class PushDelivery {
   private running = false;
   private scheduleSeq = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** Set while a run that notifications asked for waits out minIntervalMs. */
+  private paceTimer: NodeJS.Timeout | null = null;
+  private lastRunStart = Number.NEGATIVE_INFINITY;
   private started = false;
   private stopped = false;
   private readonly abort = new AbortController();
@@ -124,7 +135,18 @@ export class PushDelivery {
     // A wake-up at or above a noted position comes from that transaction's commit or a later one
     // (positions commit in order), so its notifications are visible now.
     this.pending = this.pending.filter((p) => p > w.position);
-    this.kick();
+    this.kickPaced();
+  }
+
+  /** kick(), but no sooner than minIntervalMs after the last run began. */
+  private kickPaced(): void {
+    const wait = this.lastRunStart + this.tuning.minIntervalMs - Date.now();
+    if (wait <= 0) return this.kick();
+    if (this.paceTimer !== null) return;
+    this.paceTimer = setTimeout(() => {
+      this.paceTimer = null;
+      this.kick();
+    }, wait);
   }
 
   /** Starts the worker; returns a function that stops it (without waiting). */
@@ -144,6 +166,7 @@ export class PushDelivery {
         this.queued = false;
         if (this.stopped) return;
         this.running = true;
+        this.lastRunStart = Date.now();
         try {
           await this.runOnce();
         } finally {
@@ -165,6 +188,7 @@ export class PushDelivery {
     this.stopped = true;
     this.unsubscribe();
     if (this.timer) clearTimeout(this.timer);
+    if (this.paceTimer) clearTimeout(this.paceTimer);
     this.abort.abort();
     await this.chain;
   }
