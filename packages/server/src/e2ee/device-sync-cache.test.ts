@@ -42,7 +42,7 @@ describe("DeviceSyncCache", () => {
   /** Reads nothing (the caller's statement is not the point here) and keeps `STATE` at the current position. */
   async function fill(userId: string, deviceId: string): Promise<number> {
     const at = await stream.current();
-    cache.begin(userId)(deviceId, at, STATE);
+    cache.keep(userId, deviceId, at, STATE);
     return at;
   }
 
@@ -73,17 +73,20 @@ describe("DeviceSyncCache", () => {
     assert.equal(cache.get("@b:x", "D1", await stream.current()), undefined, "a to-device message names the user");
   });
 
-  test("an announcement heard while the state is read spoils that read", async () => {
+  test("a state read up to a position is not kept when an announcement above it has been heard", async () => {
+    // A build answering up to `at` (it may have waited its turn while more was heard) reads the
+    // state; a to-device message and a claim for the user were announced above `at` before it
+    // keeps what it read, even before its read began.
     const at = await stream.current();
-    const keep = cache.begin("@c:x");
-    const other = cache.begin("@c:x");
+    await write((w) => w.touch({ users: ["@c:x"] }));
+    cache.keep("@c:x", "D1", at, STATE);
+    assert.equal(cache.get("@c:x", "D1", await stream.current()), undefined, "the to-device message would be lost");
+    const at2 = await stream.current();
     await write((w) => w.keysChanged(["@c:x"]));
-    keep("D1", at, STATE);
-    keep("D1", at, STATE);
-    const now = await stream.current();
-    assert.equal(cache.get("@c:x", "D1", now), undefined);
-    other("D2", at, null);
-    // No read under way any more: the next one is kept.
+    cache.keep("@c:x", "D1", at2, STATE);
+    assert.equal(cache.get("@c:x", "D1", await stream.current()), undefined, "the claim would be missed");
+    // Announcements at or below the read's position were read with it; other users' do not count.
+    await write((w) => w.touch({ users: ["@other:x"] }));
     await fill("@c:x", "D1");
     assert.deepEqual(cache.get("@c:x", "D1", await stream.current()), STATE);
   });
@@ -102,6 +105,15 @@ describe("DeviceSyncCache", () => {
     const before = cache.entries;
     assert.equal(cache.get("@d:x", "D1", at + 3), undefined, "read again after its age");
     assert.equal(cache.entries, before - 1, "and forgotten");
+  });
+
+  test("nothing is kept from before the log of announcements reaches back", async () => {
+    const at = await stream.current();
+    for (let i = 0; i < 1025; i++) await write((w) => w.touch({ users: [`@busy${i}:x`] }));
+    cache.keep("@f:x", "D1", at, STATE);
+    assert.equal(cache.get("@f:x", "D1", await stream.current()), undefined, "an announcement for @f:x could have left the log");
+    await fill("@f:x", "D1");
+    assert.deepEqual(cache.get("@f:x", "D1", await stream.current()), STATE);
   });
 
   test("keeps at most maxEntries devices, dropping the users refreshed longest ago", async () => {

@@ -24,6 +24,8 @@ interface Entry {
 export const DEVICE_STATE_MAX_AGE_MS = 60_000;
 /** Devices remembered per process; beyond this the oldest entries go. */
 export const DEVICE_STATE_MAX_ENTRIES = 100_000;
+/** Recent announcements naming users, checked before a copy is kept (see keep). */
+const NAMED_LOG_SIZE = 1024;
 
 /**
  * Per device, what its last /sync answer here found: its key counts and fallback key types, and
@@ -39,15 +41,19 @@ export const DEVICE_STATE_MAX_ENTRIES = 100_000;
  *   other news of the user's own, which merely costs a read).
  * A write is announced after it commits, at a position above everything committed when it did,
  * so a change after a copy was read is announced at a position above the copy's, and the
- * watermark says whether that announcement has been heard. An announcement heard while a copy is
- * being read spoils that copy (see begin).
+ * watermark says whether that announcement has been heard. One heard before the copy is kept
+ * (even before its read began: a build may answer up to a position older than what has been
+ * heard by then) is found in a log of recent announcements, and the copy is not kept.
  */
 export class DeviceSyncCache {
   /** user → device → entry; a Map keeps insertion order, the oldest user first. */
   private readonly byUser = new Map<string, Map<string, Entry>>();
   private size = 0;
-  /** Users with a read under way, and whether an announcement has named them since it began. */
-  private readonly reading = new Map<string, { readers: number; spoiled: boolean }>();
+  /** The last NAMED_LOG_SIZE announcements that named users (a ring), with their positions. */
+  private readonly named: Array<{ position: number; users: readonly string[] }> = [];
+  private namedNext = 0;
+  /** The highest position among announcements that have left the ring. */
+  private namedEvicted = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly watermark: AnnouncementWatermark,
@@ -56,8 +62,18 @@ export class DeviceSyncCache {
 
   /** Call with every wake-up, before the waiters it wakes run (Notifier.observe). */
   observe(w: WakeUp): void {
-    for (const u of w.keys ?? []) this.forget(u);
-    if (!isPresenceOnly(w)) for (const u of w.users) this.forget(u);
+    const users = isPresenceOnly(w) ? (w.keys ?? []) : w.keys === undefined ? w.users : [...w.users, ...w.keys];
+    if (users.length === 0) return;
+    for (const u of users) this.forget(u);
+    const entry = { position: w.position, users };
+    if (this.named.length < NAMED_LOG_SIZE) {
+      this.named.push(entry);
+      return;
+    }
+    const evicted = this.named[this.namedNext]!;
+    if (evicted.position > this.namedEvicted) this.namedEvicted = evicted.position;
+    this.named[this.namedNext] = entry;
+    this.namedNext = (this.namedNext + 1) % NAMED_LOG_SIZE;
   }
 
   /** The device's state if a copy is known to hold at `upto`, or undefined. */
@@ -79,21 +95,14 @@ export class DeviceSyncCache {
   }
 
   /**
-   * Starts a read of a device's state; the returned function keeps what was read (if nothing that
-   * could change it was announced meanwhile) and must be called once, kept or not.
+   * Keeps the state a build read, as it holds at `at` (the build's upper position), unless an
+   * announcement above `at` that could have changed it has already been heard, or the log of
+   * announcements no longer reaches back to `at`.
    */
-  begin(userId: string): (deviceId: string, at: number, state: DeviceKeyState | null) => void {
-    let r = this.reading.get(userId);
-    if (r === undefined) this.reading.set(userId, (r = { readers: 0, spoiled: false }));
-    r.readers++;
-    const reading = r;
-    let done = false;
-    return (deviceId, at, state) => {
-      if (done) return;
-      done = true;
-      if (state !== null && !reading.spoiled) this.keep(userId, deviceId, at, state);
-      if (--reading.readers === 0 && this.reading.get(userId) === reading) this.reading.delete(userId);
-    };
+  keep(userId: string, deviceId: string, at: number, state: DeviceKeyState): void {
+    if (this.namedEvicted > at) return;
+    for (const n of this.named) if (n.position > at && n.users.includes(userId)) return;
+    this.store(userId, deviceId, at, state);
   }
 
   /** Devices remembered (for tests and metrics). */
@@ -101,7 +110,7 @@ export class DeviceSyncCache {
     return this.size;
   }
 
-  private keep(userId: string, deviceId: string, at: number, state: DeviceKeyState): void {
+  private store(userId: string, deviceId: string, at: number, state: DeviceKeyState): void {
     let devices = this.byUser.get(userId);
     if (devices === undefined) {
       this.byUser.set(userId, (devices = new Map()));
@@ -122,8 +131,6 @@ export class DeviceSyncCache {
   }
 
   private forget(userId: string): void {
-    const r = this.reading.get(userId);
-    if (r !== undefined) r.spoiled = true;
     const devices = this.byUser.get(userId);
     if (devices === undefined) return;
     this.size -= devices.size;

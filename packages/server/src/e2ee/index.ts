@@ -31,36 +31,34 @@ export function createE2ee(deps: { storage: Storage; stream: StreamWriter; serve
   const deviceState = new DeviceSyncCache(notifier);
   notifier.observe((w) => deviceState.observe(w));
 
-  const syncExtension: SyncExtension = async ({ viewer, since, from, upto, news }, out) => {
-    // The spec reports device list changes only in incremental syncs; an initial sync makes the
-    // client query everyone anyway.
-    const listChanges = () => (from !== null ? deviceLists.changes(viewer.userId, from, upto, news) : Promise.resolve({ changed: [], left: [] }));
+  // The spec reports device list changes only in incremental syncs; an initial sync makes the
+  // client query everyone anyway.
+  const listChanges = ({ viewer, from, upto, news }: Parameters<SyncExtension>[0]) =>
+    from !== null ? deviceLists.changes(viewer.userId, from, upto, news) : Promise.resolve({ changed: [], left: [] });
+
+  const syncExtension: SyncExtension = async (ctx, out) => {
+    const { viewer, since, upto, news } = ctx;
     // Known from this device's last answer: nothing to acknowledge, nothing new, the same counts.
     const known = deviceState.get(viewer.userId, viewer.deviceId, upto);
     if (known !== undefined) {
       out.to_device = { events: [] };
       out.device_one_time_keys_count = known.counts;
       out.device_unused_fallback_key_types = known.fallbacks;
-      out.device_lists = await listChanges();
+      out.device_lists = await listChanges(ctx);
       return;
     }
-    const keep = deviceState.begin(viewer.userId);
-    try {
-      // The client's token acknowledges to-device messages; the news window starts at `from`.
-      const { counts, fallbacks, delivered } = await keys.deviceSyncState(viewer.userId, viewer.deviceId, since ?? -1);
-      const [events, lists] = await Promise.all([
-        toDevice.deliver(viewer, since, upto, { noneNew: news !== null && !news.toDevice.has(toDeviceKey(viewer.userId, viewer.deviceId)), delivered }),
-        listChanges(),
-      ]);
-      // Nothing handed out: the inbox holds nothing up to `upto` (what was acknowledged is gone).
-      keep(viewer.deviceId, upto, events.length === 0 ? { counts, fallbacks } : null);
-      out.to_device = { events };
-      out.device_one_time_keys_count = counts;
-      out.device_unused_fallback_key_types = fallbacks;
-      out.device_lists = lists;
-    } finally {
-      keep(viewer.deviceId, upto, null);
-    }
+    // The client's token acknowledges to-device messages; the news window starts at `from`.
+    const { counts, fallbacks, delivered } = await keys.deviceSyncState(viewer.userId, viewer.deviceId, since ?? -1);
+    const [events, lists] = await Promise.all([
+      toDevice.deliver(viewer, since, upto, { noneNew: news !== null && !news.toDevice.has(toDeviceKey(viewer.userId, viewer.deviceId)), delivered }),
+      listChanges(ctx),
+    ]);
+    // Nothing handed out: the inbox holds nothing up to `upto` (what was acknowledged is gone).
+    if (events.length === 0) deviceState.keep(viewer.userId, viewer.deviceId, upto, { counts, fallbacks });
+    out.to_device = { events };
+    out.device_one_time_keys_count = counts;
+    out.device_unused_fallback_key_types = fallbacks;
+    out.device_lists = lists;
   };
 
   return { keys, toDevice, keyBackup, deviceLists, syncExtension, onDeviceRemoved: (userId, deviceId) => keys.removeDevice(userId, deviceId) };

@@ -272,7 +272,7 @@ export class Notifier {
    * across a lost batch: positions below the floor may never be announced.
    */
   heardAllBetween(since: number, upto: number): boolean {
-    return this.announced !== null && since >= this.floor && this.announced >= upto;
+    return since >= this.floor && this.heardUpTo(upto);
   }
 
   /**
