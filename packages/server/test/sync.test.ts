@@ -153,6 +153,38 @@ describeEachDatabase("/sync", ({ server }) => {
     assert.deepEqual([again.summary["m.joined_member_count"], again.summary["m.invited_member_count"], again.summary["m.heroes"]], [3, 1, [anna.user_id, bert.user_id, doraId]]);
   });
 
+  test("state at a position, lazily loaded: member events only for the keys asked, however many", async () => {
+    // stateAt compiles its query once per number of keys (padded up to a power of two, up to 64)
+    // and builds it per call beyond that: every path must select the same.
+    await server().createUser("dora_sa");
+    const dora = await server().login("dora_sa");
+    const roomId = (await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat", name: "Lage" } })).body.room_id;
+    for (const who of [bert, dora]) assert.equal((await api(server().url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: who.access_token, body: {} })).status, 200);
+    const renamed = await api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.member/${enc(bert.user_id)}`, { token: bert.access_token, body: { membership: "join", displayname: "Bert (Leitstelle)" } });
+    const rooms = server().services.rooms;
+    const at = (await rooms.event(renamed.body.event_id))!.stream_ordering;
+    const members = async (pos: number, keys?: string[]) =>
+      (await rooms.stateAt(roomId, pos, keys ? { memberKeys: keys } : undefined))
+        .filter((e) => e.type === "m.room.member")
+        .map((e) => `${e.state_key}:${String(e.content.displayname ?? "")}`)
+        .sort();
+    const strangers = (n: number) => Array.from({ length: n }, (_, i) => `@fremd${i}:${server().config.serverName}`);
+    const bertNow = `${bert.user_id}:Bert (Leitstelle)`;
+    const all = [`${anna.user_id}:anna`, bertNow, `${dora.user_id}:dora_sa`].sort();
+    assert.deepEqual(await members(at), all, "no keys given: every member");
+    assert.deepEqual(await members(at, []), [], "no keys: no member events");
+    assert.deepEqual(await members(at, [bert.user_id]), [bertNow]);
+    assert.deepEqual(await members(at, [dora.user_id, bert.user_id, anna.user_id]), all, "three keys, padded to four");
+    assert.deepEqual(await members(at, [bert.user_id, ...strangers(63)]), [bertNow], "64 keys");
+    assert.deepEqual(await members(at, [...strangers(70), dora.user_id]), [`${dora.user_id}:dora_sa`], "71 keys, built per call");
+    // Just before the rename: Bert's earlier member event.
+    assert.deepEqual(await members(at - 1, [bert.user_id, ...strangers(2)]), [`${bert.user_id}:bert`]);
+    assert.deepEqual(await members(at - 1, [bert.user_id, ...strangers(80)]), [`${bert.user_id}:bert`]);
+    // Other state comes in full with any keys.
+    const names = (await rooms.stateAt(roomId, at, { memberKeys: strangers(5) })).filter((e) => e.type === "m.room.name").map((e) => e.content.name);
+    assert.deepEqual(names, ["Lage"]);
+  });
+
   test("stored filters, invites and leaves", async () => {
     const f = await api<Json>(server().url, "POST", `/_matrix/client/v3/user/${enc(bert.user_id)}/filter`, { token: bert.access_token, body: { room: { timeline: { limit: 2 } } } });
     assert.equal(f.status, 200);

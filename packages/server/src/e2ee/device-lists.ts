@@ -2,6 +2,7 @@ import type { Db } from "../storage/database.js";
 import type { StreamWrite } from "../storage/stream.js";
 import type { WindowNews } from "../sync/window-news.js";
 import { chunks } from "../lib/chunks.js";
+import { latestStateUpTo } from "../rooms/latest-state.js";
 
 
 /**
@@ -156,19 +157,7 @@ export class DeviceLists {
         .where("e.type", "=", "m.room.member")
         .where("e.membership", "=", "join")
         .where("e.stream_ordering", "<=", leftAt)
-        .where((eb) =>
-          eb(
-            "e.stream_ordering",
-            "=",
-            eb
-              .selectFrom("events as e2")
-              .select((eb2) => eb2.fn.max("e2.stream_ordering").as("m"))
-              .whereRef("e2.room_id", "=", "e.room_id")
-              .where("e2.type", "=", "m.room.member")
-              .whereRef("e2.state_key", "=", "e.state_key")
-              .where("e2.stream_ordering", "<=", leftAt),
-          ),
-        )
+        .where((eb) => latestStateUpTo(eb, leftAt))
         .execute();
       for (const r of rows) if (r.state_key !== null) candidatesLeft.add(r.state_key);
     }

@@ -27,8 +27,8 @@ interface Compiled {
  *
  * The builder receives placeholders in place of the arguments, so it must produce the same SQL
  * whatever the values: use each argument as a plain value (`where(col, "=", x)`, `values({…})`,
- * `limit(x)`, `${x}` in raw SQL), never inspect it, and never pass arrays (`in` lists vary in
- * length).
+ * `limit(x)`, `${x}` in raw SQL), never inspect it, and never pass arrays whose length varies
+ * (an `in` list of a fixed number of arguments is fine: see Rooms.stateAt).
  *
  * On SQLite, reads outside a transaction go to the read connection directly (see directRead).
  */

@@ -575,7 +575,7 @@ export class SyncService {
       at === null
         ? await this.shared.get(`members:${roomId}`, roomId, () => this.currentSummary(roomId))
         : summarise(
-            (await this.d.rooms.stateAt(roomId, at, { types: ["m.room.member"] }))
+            (await this.d.rooms.stateAt(roomId, at))
               .filter((e) => e.type === "m.room.member" && (e.content.membership === "join" || e.content.membership === "invite"))
               .map((e) => ({ user_id: e.state_key!, membership: e.content.membership as string })),
           );
