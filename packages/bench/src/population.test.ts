@@ -1,6 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { groupPlan, membershipPlan, roomSizes } from "./population.js";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { groupPlan, membershipPlan, roomSizes, settleAfterBurst, syncWaiters } from "./population.js";
 
 test("roomSizes follow rank order within bounds and add up to about users × perUser", () => {
   const sizes = roomSizes(5000, 22_000, 3, 2000);
@@ -35,4 +37,34 @@ test("groupPlan cuts accounts into consecutive rooms", () => {
     [50, 50, 20],
   );
   assert.equal(plan[2]!.members[0], 100);
+});
+
+test("settleAfterBurst waits for the server's reclaim counter to move, at most maxS, and a plain pause without the counter", async () => {
+  let reclaims: number | null = 0;
+  const srv = http.createServer((req, res) => {
+    if (req.url !== "/metrics") return res.writeHead(404).end();
+    res.end(`# HELP revier_sync_waiters x\nrevier_sync_waiters 3\n${reclaims !== null ? `revier_heap_reclaims_total ${reclaims}\n` : ""}`);
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  const said: string[] = [];
+  const ctx = { progress: (m: string) => void said.push(m) };
+  try {
+    assert.equal(await syncWaiters(url), 3);
+    setTimeout(() => (reclaims = 1), 1500);
+    const moved = await settleAfterBurst(ctx, url, "seeding", 10, 0, 0.2);
+    assert.equal(moved.reclaimed, true);
+    assert.ok(moved.waitedS >= 1.7 && moved.waitedS < 5, `waited ${moved.waitedS} s`);
+    const still = await settleAfterBurst(ctx, url, "seeding", 1.5, 0);
+    assert.equal(still.reclaimed, false);
+    assert.ok(still.waitedS >= 1.5, `waited ${still.waitedS} s`);
+    reclaims = null;
+    const other = await settleAfterBurst(ctx, url, "the logins", 10, 0.3);
+    assert.equal(other.reclaimed, null);
+    assert.ok(other.waitedS >= 0.3 && other.waitedS < 1, `waited ${other.waitedS} s`);
+    assert.match(said[0]!, /^settled after seeding: .* s, heap compacted$/);
+    assert.match(said[2]!, /^settled after the logins: [\d.]+ s$/);
+  } finally {
+    srv.close();
+  }
 });

@@ -1,5 +1,5 @@
 import { LEAN_FILTER } from "../matrix.js";
-import { membershipPlan, openSessions, seedRooms, syncWaiters } from "../population.js";
+import { membershipPlan, openSessions, seedRooms, settleAfterBurst, syncWaiters } from "../population.js";
 import { PollerPool, connectInSteps } from "../pollers.js";
 import { openFileLimit, serverRss } from "../proc.js";
 import { linearFit, median, mib, round, sleep } from "../stats.js";
@@ -77,6 +77,8 @@ export const idle: Scenario = async (ctx) => {
   const t2 = Date.now();
   const sessions = await openSessions(ctx, creds.slice(0, connections), "bench idle", "sessions");
   const sessionsS = (Date.now() - t2) / 1000;
+  // The logins were a burst of their own: memory per connection is read after it settled.
+  const settled = await settleAfterBurst(ctx, target.urls[0]!, "the logins");
   const pollers = PollerPool.create({ perProcess: 5000, timeoutMs: pollTimeoutS * 1000, presence: presenceOnline ? "online" : "offline", filter: LEAN_FILTER }, target.urls[0]!);
   ctx.progress(`opening ${connections} idle long-polls, ${step} at a time`);
   await target.profile?.("start");
@@ -104,6 +106,7 @@ export const idle: Scenario = async (ctx) => {
       seed_users_s: round(usersS),
       seed_rooms_s: round(roomsS),
       sessions_s: round(sessionsS),
+      settled_after_logins_s: round(settled.waitedS),
       rss_after_seed_3s_mb: rssBurst !== null ? mib(rssBurst) : Number.NaN,
       rss_after_seed_settled_mb: rssSeeded !== null ? mib(rssSeeded) : Number.NaN,
       rss_after_restart_mb: rssRestarted !== null ? mib(rssRestarted) : Number.NaN,
