@@ -1,4 +1,4 @@
-import { fork, type ChildProcess } from "node:child_process";
+import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -72,6 +72,22 @@ class Host {
   }
 }
 
+/**
+ * The commit of the checkout whose server the bench starts (" at abc1234", "+changes" when
+ * tracked files differ from it), so a result says which code it measured; empty outside a git
+ * checkout. The built dist/ is taken to match the sources.
+ */
+function codeRevision(): string {
+  const cwd = path.dirname(new URL(import.meta.url).pathname);
+  try {
+    const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    const changed = execFileSync("git", ["status", "--porcelain", "--untracked-files=no", "--", ":/packages"], { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim() !== "";
+    return ` at ${commit}${changed ? "+changes" : ""}`;
+  } catch {
+    return "";
+  }
+}
+
 /** Starts `processes` Revier servers on a fresh data dir (SQLite, or `databaseUrl` with NATS). */
 export async function localTarget(opts: { processes: number; databaseUrl: string | null; busUrl: string | null; cpuProfDir?: string | null; heapLive?: boolean }): Promise<Target> {
   if (opts.processes > 1 && !opts.databaseUrl) throw new Error("--processes > 1 needs --database-url (an empty PostgreSQL database) and NATS");
@@ -139,7 +155,7 @@ export async function localTarget(opts: { processes: number; databaseUrl: string
   };
   return {
     urls,
-    description: `revier ×${opts.processes} (${opts.databaseUrl ? "PostgreSQL" : "SQLite"}${opts.processes > 1 ? " + NATS" : ""}), started by the bench`,
+    description: `revier ×${opts.processes} (${opts.databaseUrl ? "PostgreSQL" : "SQLite"}${opts.processes > 1 ? " + NATS" : ""})${codeRevision()}, started by the bench`,
     async users(count, prefix) {
       const reply = await hosts[0]!.request({ type: "createUsers", prefix: `${prefix}${made++}_`, count, password: BENCH_PASSWORD });
       if (reply.type !== "users") throw new Error("unexpected reply");
