@@ -328,6 +328,41 @@ describe("scale-out: two processes on PostgreSQL + NATS", { skip }, () => {
     assert.equal((await api(b.url, "POST", "/_matrix/client/v3/logout", { token: bertOnB.access_token, body: {} })).status, 200);
   });
 
+  test("the device limit holds for logins of one user through both processes at once", async () => {
+    const carla = await a.services.accounts.create("carla", { password: TEST_PASSWORD, role: "user" });
+    const max = (await a.services.policy.get()).max_devices;
+    const loginAt = (server: RunningServer, deviceId: string) =>
+      api<Json>(server.url, "POST", "/_matrix/client/v3/login", { body: { type: "m.login.password", identifier: { type: "m.id.user", user: "carla" }, password: TEST_PASSWORD, device_id: deviceId } });
+    for (let i = 0; i < max - 1; i++) assert.equal((await loginAt(a, `CARLA${i}`)).status, 200);
+    // A's login is held after its guards, the device limit's included, have passed with one
+    // place left; B's login takes that place meanwhile.
+    let reached!: () => void;
+    const atHold = new Promise<void>((r) => (reached = r));
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const guards = a.services.loginGuards;
+    const holdGuard = async ({ deviceId }: { deviceId: string }) => {
+      if (deviceId !== "CARLA_A") return;
+      reached();
+      await hold;
+    };
+    guards.push(holdGuard);
+    try {
+      const onA = loginAt(a, "CARLA_A");
+      await atHold;
+      const onB = await loginAt(b, "CARLA_B");
+      assert.equal(onB.status, 200, JSON.stringify(onB.body.errcode));
+      release();
+      const refused = await onA;
+      assert.deepEqual([refused.status, refused.body.errcode], [403, "ORG.REVIER.DEVICE_LIMIT"], "the login held on A is refused");
+    } finally {
+      release();
+      guards.splice(guards.indexOf(holdGuard), 1);
+    }
+    assert.equal(await b.services.devices.count(carla.user_id), max);
+    assert.equal(await a.services.devices.get(carla.user_id, "CARLA_A"), undefined);
+  });
+
   test("when B goes away, A keeps serving, long-polls included", async () => {
     await b.stop();
     const bertOnA = await login(a, "bert");

@@ -58,6 +58,15 @@ export function governanceAuthHook(s: Services): AuthHook {
   };
 }
 
+/** The refusal of a new device beyond the organisation's limit (`max_devices`). */
+export function deviceLimitReached(n: number, max: number): MatrixError {
+  return new MatrixError(
+    "ORG_REVIER_DEVICE_LIMIT",
+    `You already have ${n} devices signed in; your organisation allows at most ${max}. Remove a device you no longer use (in your app's session or device settings, or ask the helpdesk), then sign in again.`,
+    { extra: { "org.revier.max_devices": max } },
+  );
+}
+
 /**
  * Login guards in the order they must run: cheap refusals first, and the enrollment code last
  * because checking it spends it.
@@ -73,13 +82,7 @@ export function governanceLoginGuards(): LoginGuard[] {
     if (!isNewDevice) return;
     const { max_devices: max } = await s.policy.get();
     const n = await s.devices.count(userId);
-    if (n >= max) {
-      throw new MatrixError(
-        "ORG_REVIER_DEVICE_LIMIT",
-        `You already have ${n} devices signed in; your organisation allows at most ${max}. Remove a device you no longer use (in your app's session or device settings, or ask the helpdesk), then sign in again.`,
-        { extra: { "org.revier.max_devices": max } },
-      );
-    }
+    if (n >= max) throw deviceLimitReached(n, max);
   };
   const enrollment: LoginGuard = async ({ userId, deviceId, isNewDevice, body }, s) => {
     if (!isNewDevice || !(await s.policy.get()).enrollment_required) return;

@@ -30,8 +30,17 @@ export class Devices {
     return randomLetters(10).toUpperCase();
   }
 
-  /** Creates the device if new; an existing id is reused and its old tokens are revoked. */
-  async upsert(userId: string, deviceId: string, displayName: string | null, meta: { ip?: string; userAgent?: string }): Promise<{ created: boolean }> {
+  /**
+   * Creates the device if new; an existing id is reused and its old tokens are revoked.
+   *
+   * With `atMost`, a new device is added only while the user has fewer devices than that, and
+   * `{ created: false, refused: n }` says the user already has `n`. The count and the insert run
+   * in one transaction that first writes the user's row: on PostgreSQL that row lock makes a
+   * login through another process wait until this device is committed, so two logins at once
+   * cannot both pass the limit (each process also serialises its own logins per user, see
+   * Services.loginLock).
+   */
+  async upsert(userId: string, deviceId: string, displayName: string | null, meta: { ip?: string; userAgent?: string }, opts: { atMost?: number } = {}): Promise<{ created: boolean; refused?: number }> {
     const existing = await this.get(userId, deviceId);
     const now = Date.now();
     if (existing) {
@@ -44,10 +53,20 @@ export class Devices {
         .execute();
       return { created: false };
     }
-    await this.db
-      .insertInto("devices")
-      .values({ user_id: userId, device_id: deviceId, display_name: displayName, created_ts: now, last_seen_ts: now, last_seen_ip: meta.ip ?? null, user_agent: meta.userAgent ?? null })
-      .execute();
+    const row = { user_id: userId, device_id: deviceId, display_name: displayName, created_ts: now, last_seen_ts: now, last_seen_ip: meta.ip ?? null, user_agent: meta.userAgent ?? null };
+    const atMost = opts.atMost;
+    if (atMost === undefined) await this.db.insertInto("devices").values(row).execute();
+    else {
+      const refused = await this.db.transaction().execute(async (tx) => {
+        // A write that changes nothing, for its lock.
+        await tx.updateTable("users").set((eb) => ({ created_ts: eb.ref("created_ts") })).where("user_id", "=", userId).execute();
+        const { n } = await tx.selectFrom("devices").select((eb) => eb.fn.countAll<number | string>().as("n")).where("user_id", "=", userId).executeTakeFirstOrThrow();
+        if (Number(n) >= atMost) return Number(n);
+        await tx.insertInto("devices").values(row).execute();
+        return null;
+      });
+      if (refused !== null) return { created: false, refused };
+    }
     await this.markChanged(userId);
     return { created: true };
   }

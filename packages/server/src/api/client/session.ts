@@ -3,6 +3,7 @@ import { MatrixError } from "@revier/protocol";
 import { route } from "../../http/route.js";
 import type { Services } from "../../services.js";
 import { verifyPassword } from "../../users/passwords.js";
+import { deviceLimitReached } from "../../governance/hooks.js";
 
 const Identifier = Type.Object({ type: Type.String() }, { additionalProperties: true });
 
@@ -56,13 +57,17 @@ export const sessionRoutes = [
     if (user.locked) throw new MatrixError("M_USER_LOCKED", "This account has been locked by an administrator", { extra: { soft_logout: false } });
     const deviceId = body.device_id ?? s.devices.newDeviceId();
     // Guards (device limit, enrollment) and the device they admit run as one step per user: two
-    // logins at once must not both pass the limit and then both add a device.
+    // logins at once must not both pass the limit and then both add a device. That holds within
+    // this process; the device is added under the limit once more, atomically, for logins
+    // through other processes at the same moment.
     await s.loginLock.run(user.user_id, async () => {
       const existing = await s.devices.get(user.user_id, deviceId);
       for (const guard of s.loginGuards) {
         await guard({ userId: user.user_id, deviceId, isNewDevice: !existing, body: body as Record<string, unknown>, userAgent: req.headers["user-agent"], headers: req.headers }, s);
       }
-      await s.devices.upsert(user.user_id, deviceId, body.initial_device_display_name ?? null, { ip: req.ip, ...(req.headers["user-agent"] ? { userAgent: req.headers["user-agent"] } : {}) });
+      const { max_devices: max } = await s.policy.get();
+      const added = await s.devices.upsert(user.user_id, deviceId, body.initial_device_display_name ?? null, { ip: req.ip, ...(req.headers["user-agent"] ? { userAgent: req.headers["user-agent"] } : {}) }, { atMost: max });
+      if (added.refused !== undefined) throw deviceLimitReached(added.refused, max);
     });
     const tokens = await s.tokens.issue(user.user_id, deviceId, body.refresh_token === true);
     return {
