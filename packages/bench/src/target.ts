@@ -2,6 +2,7 @@ import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import type { HostReply, HostRequest, MintedSession, RoomSeed } from "./host.js";
 import { SERVER_NODE_FLAGS } from "@revier/server/dist/runtime-flags.js";
 
@@ -78,7 +79,7 @@ class Host {
  * checkout. The built dist/ is taken to match the sources.
  */
 function codeRevision(): string {
-  const cwd = path.dirname(new URL(import.meta.url).pathname);
+  const cwd = path.dirname(fileURLToPath(import.meta.url));
   try {
     const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
     const changed = execFileSync("git", ["status", "--porcelain", "--untracked-files=no", "--", ":/packages"], { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim() !== "";
