@@ -77,8 +77,8 @@ const profileDir = process.env.REVIER_BENCH_PROFILE_DIR || null;
 const heapLive = process.env.REVIER_BENCH_HEAP_LIVE === "1";
 
 // The CPU profile cannot say which SQL statement the time in better-sqlite3 belongs to (queries
-// run in microtasks, away from their callers), so during a profile window every statement of the
-// embedded SQLite database is timed too, by its SQL text: <label>-<pid>.sql.json beside the profile.
+// run in microtasks, away from their callers), so during a profile window every statement is timed
+// too, by its SQL text: <label>-<pid>.sql.json beside the profile.
 const sqlTimes = new Map<string, { calls: number; ms: number }>();
 // Lists of placeholders differ in length per call; one statement shape is one line.
 const sqlShapes = new Map<string, string>();
@@ -110,6 +110,29 @@ if (profileDir && !config.databaseUrl) {
       }
     };
   }
+}
+// On PostgreSQL the same, per statement from sending it to its result (the round trip, which the
+// CPU profile shows only as idle time and socket writes). Kysely calls `query(text, values)` and
+// awaits the promise it returns.
+if (profileDir && config.databaseUrl) {
+  const requireFromServer = createRequire(import.meta.resolve("@revier/server/dist/storage/database.js"));
+  const pg = requireFromServer("pg") as { Client: { prototype: Record<string, (...args: unknown[]) => unknown> } };
+  const proto = pg.Client.prototype;
+  const original = proto.query!;
+  proto.query = function (this: unknown, ...args: unknown[]) {
+    const result = original.apply(this, args);
+    if (!timingSql || typeof args[0] !== "string" || !(result instanceof Promise)) return result;
+    const t0 = performance.now();
+    const key = sqlShape(args[0].replace(/\$\d+(, \$\d+)+/g, "$n, …"));
+    const done = () => {
+      const entry = sqlTimes.get(key) ?? { calls: 0, ms: 0 };
+      entry.calls++;
+      entry.ms += performance.now() - t0;
+      sqlTimes.set(key, entry);
+    };
+    result.then(done, done);
+    return result;
+  };
 }
 let inspector: InspectorSession | null = null;
 

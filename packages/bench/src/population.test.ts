@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { groupPlan, membershipPlan, roomSizes, settleAfterBurst, syncWaiters } from "./population.js";
+import { gcBetween, groupPlan, membershipPlan, parseGcMetrics, roomSizes, settleAfterBurst, syncWaiters } from "./population.js";
 
 test("roomSizes follow rank order within bounds and add up to about users × perUser", () => {
   const sizes = roomSizes(5000, 22_000, 3, 2000);
@@ -67,4 +67,30 @@ test("settleAfterBurst waits for the server's reclaim counter to move, at most m
   } finally {
     srv.close();
   }
+});
+
+test("the collector's figures come from prom-client's histogram, per kind, and subtract between readings", () => {
+  const reading = (minor: number[], major: number[]) => {
+    // Cumulative buckets as prom-client writes them, from a list of pause lengths in seconds.
+    const lines: string[] = [];
+    for (const [kind, pauses] of [["minor", minor], ["major", major]] as const) {
+      for (const le of ["0.001", "0.01", "0.1", "1", "+Inf"]) lines.push(`revier_nodejs_gc_duration_seconds_bucket{le="${le}",kind="${kind}"} ${pauses.filter((p) => le === "+Inf" || p <= Number(le)).length}`);
+      lines.push(`revier_nodejs_gc_duration_seconds_sum{kind="${kind}"} ${pauses.reduce((a, b) => a + b, 0)}`);
+      lines.push(`revier_nodejs_gc_duration_seconds_count{kind="${kind}"} ${pauses.length}`);
+    }
+    return parseGcMetrics(["# HELP revier_nodejs_gc_duration_seconds …", "revier_sync_waiters 3", ...lines].join("\n"));
+  };
+  const before = reading([0.002, 0.0005], [0.05]);
+  assert.deepEqual(before?.get("major"), { count: 1, seconds: 0.05, over10ms: 1, over100ms: 0 });
+  const after = reading([0.002, 0.0005, 0.004, 0.02], [0.05, 0.15, 0.3]);
+  assert.deepEqual(gcBetween(before, after, "load_gc"), {
+    load_gc_major_count: 2,
+    load_gc_major_ms: 450,
+    load_gc_minor_count: 2,
+    load_gc_minor_ms: 24,
+    load_gc_pauses_10ms_plus: 3,
+    load_gc_pauses_100ms_plus: 2,
+  });
+  assert.equal(parseGcMetrics("revier_sync_waiters 3\n"), null);
+  assert.deepEqual(gcBetween(null, after, "load_gc"), {});
 });

@@ -182,6 +182,82 @@ async function serverMetric(baseUrl: string, name: string): Promise<number | nul
   }
 }
 
+/** What the server's collector did, by kind (major, minor, incremental, weakcb): from /metrics. */
+export interface GcReading {
+  count: number;
+  seconds: number;
+  /** Collections that took 10 ms or longer, and 100 ms or longer (the histogram's buckets). */
+  over10ms: number;
+  over100ms: number;
+}
+
+/**
+ * The collector's work so far, from prom-client's default `nodejs_gc_duration_seconds` histogram
+ * on Revier's /metrics; null for servers without it. Two readings subtract (see gcBetween): a
+ * latency tail that comes with pauses of 100 ms or more is the collector's, not the code's.
+ */
+export async function serverGc(baseUrl: string): Promise<Map<string, GcReading> | null> {
+  let text: string;
+  try {
+    const res = await fetch(`${baseUrl}/metrics`);
+    if (!res.ok) return null;
+    text = await res.text();
+  } catch {
+    return null;
+  }
+  return parseGcMetrics(text);
+}
+
+export function parseGcMetrics(text: string): Map<string, GcReading> | null {
+  const out = new Map<string, GcReading>();
+  const of = (kind: string) => {
+    let r = out.get(kind);
+    if (!r) out.set(kind, (r = { count: 0, seconds: 0, over10ms: 0, over100ms: 0 }));
+    return r;
+  };
+  // Buckets are cumulative: those at or above 10 ms are the count less the 10-ms bucket.
+  const under10 = new Map<string, number>();
+  const under100 = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    const m = /^\w*nodejs_gc_duration_seconds_(bucket|sum|count)\{([^}]*)\}\s+(\S+)$/.exec(line);
+    if (!m) continue;
+    const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1]!, l[2]!]));
+    const kind = labels.kind;
+    if (kind === undefined) continue;
+    const value = Number(m[3]);
+    if (m[1] === "sum") of(kind).seconds = value;
+    else if (m[1] === "count") of(kind).count = value;
+    else if (labels.le === "0.01") under10.set(kind, value);
+    else if (labels.le === "0.1") under100.set(kind, value);
+  }
+  if (out.size === 0) return null;
+  for (const [kind, r] of out) {
+    r.over10ms = r.count - (under10.get(kind) ?? r.count);
+    r.over100ms = r.count - (under100.get(kind) ?? r.count);
+  }
+  return out;
+}
+
+/** What the collector did between two readings, as bench figures (prefix_major_ms and so on). */
+export function gcBetween(before: Map<string, GcReading> | null, after: Map<string, GcReading> | null, prefix: string): Record<string, number> {
+  if (before === null || after === null) return {};
+  const figures: Record<string, number> = {};
+  let over10 = 0;
+  let over100 = 0;
+  for (const kind of ["major", "minor", "incremental"]) {
+    const a = after.get(kind);
+    if (!a) continue;
+    const b = before.get(kind) ?? { count: 0, seconds: 0, over10ms: 0, over100ms: 0 };
+    figures[`${prefix}_${kind}_count`] = a.count - b.count;
+    figures[`${prefix}_${kind}_ms`] = Math.round((a.seconds - b.seconds) * 1000);
+    over10 += a.over10ms - b.over10ms;
+    over100 += a.over100ms - b.over100ms;
+  }
+  figures[`${prefix}_pauses_10ms_plus`] = over10;
+  figures[`${prefix}_pauses_100ms_plus`] = over100;
+  return figures;
+}
+
 /** The count of waiting /sync long-polls from Revier's /metrics, or null for servers without it. */
 export function syncWaiters(baseUrl: string): Promise<number | null> {
   return serverMetric(baseUrl, "revier_sync_waiters");

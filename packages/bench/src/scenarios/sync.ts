@@ -1,7 +1,7 @@
 import { gzipSync } from "node:zlib";
 import { LEAN_FILTER, login, sendMessage, sync, type Session } from "../matrix.js";
 import { rawOk } from "../http.js";
-import { groupPlan, openSessions, seedRooms, settleAfterBurst, syncWaiters, type RoomPlan } from "../population.js";
+import { groupPlan, openSessions, seedRooms, gcBetween, serverGc, settleAfterBurst, syncWaiters, type RoomPlan } from "../population.js";
 import { PollerPool, connectInSteps } from "../pollers.js";
 import { openFileLimit, RssSampler, serverCpuSeconds, serverRss } from "../proc.js";
 import { linearFit, median, mib, percentile, pool, round, sleep } from "../stats.js";
@@ -115,6 +115,7 @@ export const syncScenario: Scenario = async (ctx) => {
   // alternating runs compare on it too.
   const cpuAtStart = serverCpuSeconds(target);
   const mainAtStart = serverCpuSeconds(target, true);
+  const gcAtStart = await serverGc(target.urls[0]!);
   const measureFrom = start + warmup * 1000;
   const measureTo = measureFrom + seconds * 1000;
   const inWindow = (t: number) => t >= measureFrom && t <= measureTo;
@@ -226,6 +227,7 @@ export const syncScenario: Scenario = async (ctx) => {
   const loadS = (Date.now() - start) / 1000;
   const cpuAtEnd = serverCpuSeconds(target);
   const mainAtEnd = serverCpuSeconds(target, true);
+  const gcAtEnd = await serverGc(target.urls[0]!);
   await target.profile?.("stop", "sync-background");
   await sleep(2000);
   stop = true;
@@ -273,6 +275,7 @@ export const syncScenario: Scenario = async (ctx) => {
     incremental_avg_kib: round(incrementalBytes.reduce((a, b) => a + b, 0) / Math.max(1, incrementalBytes.length) / 1024),
     ...(cpuAtStart !== null && cpuAtEnd !== null ? { load_server_cpu_s: round(cpuAtEnd - cpuAtStart) } : {}),
     ...(mainAtStart !== null && mainAtEnd !== null ? { load_server_main_thread_busy_pct: round(((mainAtEnd - mainAtStart) / loadS) * 100) } : {}),
+    ...gcBetween(gcAtStart, gcAtEnd, "load_gc"),
     wake_p50_ms: round(percentile(wake, 50)),
     wake_p99_ms: round(percentile(wake, 99)),
     idle_polls_empty: pollerStatus?.empty ?? 0,
