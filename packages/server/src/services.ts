@@ -111,7 +111,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   const devices = new Devices(db, tokens, stream);
   // Password attempts in user-interactive auth share the login limit (keyed per user).
   const uia = new Uia(db, accounts, () => services.rateLimits.login);
-  const roomEvents = new RoomEvents(db, stream, config.serverName, signingKey);
+  const roomEvents = new RoomEvents(db, storage.dialect, stream, config.serverName, signingKey);
   roomEvents.onPersist(async () => metrics.eventsPersisted.inc());
   const rooms = new Rooms(db, roomEvents, accounts, config.serverName, stream);
   const accountData = new AccountData(db, stream);

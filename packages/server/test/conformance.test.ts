@@ -482,6 +482,13 @@ describeEachDatabase("client-server responses conform to the spec", ({ server })
     const unknownRootTyped = await call("GET", `/_matrix/client/v1/rooms/${enc(roomId)}/relations/${enc("$unbekannt")}/m.thread/m.room.message`, ada.access_token);
     assertConformsToSpec("GET", "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", 404, expectStatus(unknownRootTyped, 404));
 
+    // Receipts know which thread an event is in (stored with the event): the reply takes one for
+    // its thread and is refused one for the main timeline, which its root takes.
+    const receiptFor = (eventId: string, threadId: string) => call("POST", `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(eventId)}`, ada.access_token, { thread_id: threadId });
+    assertConformsToSpec("POST", "/_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}", 400, expectStatus(await receiptFor(threadReply, "main"), 400));
+    expectStatus(await receiptFor(threadReply, root), 200);
+    expectStatus(await receiptFor(root, "main"), 200);
+
     const context = await call("GET", `${V3}/rooms/${enc(roomId)}/context/${enc(threadReply)}?limit=2`, ben.access_token);
     assertConformsToSpec("GET", "/_matrix/client/v3/rooms/{roomId}/context/{eventId}", 200, expectStatus(context, 200));
     assert.equal(context.body.event.event_id, threadReply);

@@ -1,6 +1,7 @@
 import { MatrixError } from "@revier/protocol";
 import { sql } from "kysely";
 import type { Db, Tx } from "../storage/database.js";
+import type { Dialect } from "../storage/schema.js";
 import type { StreamWrite, StreamWriter } from "../storage/stream.js";
 import { canonicalJson, canonicalJsonMember, CanonicalJsonError } from "../lib/canonical-json.js";
 import { ROOM_VERSIONS, type RoomVersion } from "./room-versions.js";
@@ -55,49 +56,91 @@ const selectTxn = prepared((db, userId: string, deviceId: string, txnId: string)
   db.selectFrom("event_txns").select("result").where("user_id", "=", userId).where("device_id", "=", deviceId).where("scope", "=", "send").where("txn_id", "=", txnId),
 );
 const selectRoom = prepared((db, roomId: string) => db.selectFrom("rooms").select(["room_version", "last_event_id", "last_depth"]).where("room_id", "=", roomId));
+/**
+ * A send's two reads under the stream lock in one statement: a repeat of its transaction id, and
+ * the room's head. One row whether or not either exists. On PostgreSQL each statement there is a
+ * round trip while every process's writers wait for the lock.
+ */
+const selectTxnAndRoom = prepared((db, userId: string, deviceId: string, txnId: string, roomId: string) =>
+  sql<{ prior: string | null; room_version: string | null; last_event_id: string | null; last_depth: number | null }>`select
+    (select t.result from event_txns t where t.user_id = ${userId} and t.device_id = ${deviceId} and t.scope = 'send' and t.txn_id = ${txnId}) as prior,
+    r.room_version, r.last_event_id, r.last_depth
+    from (select 1 as one) o left join rooms r on r.room_id = ${roomId}`,
+);
 const updateRoomHead = prepared((db, roomId: string, eventId: string, depth: number, stream: number) =>
   db.updateTable("rooms").set({ last_event_id: eventId, last_depth: depth, last_stream: stream }).where("room_id", "=", roomId),
 );
 const insertTxn = prepared((db, userId: string, deviceId: string, txnId: string, result: string, ts: number) =>
   db.insertInto("event_txns").values({ user_id: userId, device_id: deviceId, scope: "send", txn_id: txnId, result, created_ts: ts }),
 );
-const insertEvent = prepared(
+/** An `events` row's values, in the order both inserts below take them. */
+type EventValues = [
+  streamOrdering: number,
+  eventId: string,
+  roomId: string,
+  type: string,
+  stateKey: string | null,
+  sender: string,
+  ts: number,
+  depth: number,
+  json: string,
+  relatesTo: string | null,
+  relType: string | null,
+  threadId: string | null,
+  membership: string | null,
+  txnDevice: string | null,
+  txnId: string | null,
+];
+const insertEvent = prepared((db, ...[streamOrdering, eventId, roomId, type, stateKey, sender, ts, depth, json, relatesTo, relType, threadId, membership, txnDevice, txnId]: EventValues) =>
+  db.insertInto("events").values({
+    stream_ordering: streamOrdering,
+    event_id: eventId,
+    room_id: roomId,
+    type,
+    state_key: stateKey,
+    sender,
+    origin_server_ts: ts,
+    depth,
+    json,
+    redacted_by: null,
+    relates_to: relatesTo,
+    rel_type: relType,
+    thread_id: threadId,
+    membership,
+    txn_device: txnDevice,
+    txn_id: txnId,
+  }),
+);
+/**
+ * On PostgreSQL, a message's three writes (the event, the room's new head, its transaction id) as
+ * one statement: each statement there is a round trip under the stream lock, for which the
+ * writers of every process wait. With this, the combined read and the merged savepoints, a
+ * message takes three round trips under the lock instead of seven. SQLite has no data-modifying
+ * WITH, and its statements are calls within the process. Each argument is bound once (see
+ * prepared), so values used twice are passed twice.
+ */
+const insertMessagePostgres = prepared(
   (
     db,
-    streamOrdering: number,
-    eventId: string,
-    roomId: string,
-    type: string,
-    stateKey: string | null,
-    sender: string,
-    ts: number,
-    depth: number,
-    json: string,
-    relatesTo: string | null,
-    relType: string | null,
-    threadId: string | null,
-    membership: string | null,
-    txnDevice: string | null,
-    txnId: string | null,
-  ) =>
-    db.insertInto("events").values({
-      stream_ordering: streamOrdering,
-      event_id: eventId,
-      room_id: roomId,
-      type,
-      state_key: stateKey,
-      sender,
-      origin_server_ts: ts,
-      depth,
-      json,
-      redacted_by: null,
-      relates_to: relatesTo,
-      rel_type: relType,
-      thread_id: threadId,
-      membership,
-      txn_device: txnDevice,
-      txn_id: txnId,
-    }),
+    ...[streamOrdering, eventId, roomId, type, stateKey, sender, ts, depth, json, relatesTo, relType, threadId, membership, txnDevice, txnId, txnUser, txnDeviceAgain, txnIdAgain, txnResult, txnTs, headEventId, headDepth, headStream, headRoomId]: [
+      ...EventValues,
+      txnUser: string,
+      txnDeviceAgain: string,
+      txnIdAgain: string,
+      txnResult: string,
+      txnTs: number,
+      headEventId: string,
+      headDepth: number,
+      headStream: number,
+      headRoomId: string,
+    ]
+  ) => sql`with e as (
+      insert into events (stream_ordering, event_id, room_id, type, state_key, sender, origin_server_ts, depth, json, redacted_by, relates_to, rel_type, thread_id, membership, txn_device, txn_id)
+      values (${streamOrdering}, ${eventId}, ${roomId}, ${type}, ${stateKey}, ${sender}, ${ts}, ${depth}, ${json}, null, ${relatesTo}, ${relType}, ${threadId}, ${membership}, ${txnDevice}, ${txnId})
+    ), t as (
+      insert into event_txns (user_id, device_id, scope, txn_id, result, created_ts) values (${txnUser}, ${txnDeviceAgain}, 'send', ${txnIdAgain}, ${txnResult}, ${txnTs})
+    )
+    update rooms set last_event_id = ${headEventId}, last_depth = ${headDepth}, last_stream = ${headStream} where room_id = ${headRoomId}`,
 );
 
 /**
@@ -186,6 +229,7 @@ export class RoomEvents {
 
   constructor(
     private readonly db: Db,
+    private readonly dialect: Dialect,
     private readonly stream: StreamWriter,
     private readonly serverName: string,
     private readonly signingKey: SigningKey,
@@ -202,11 +246,13 @@ export class RoomEvents {
       return await this.stream.write(async (w) => {
         // Asked here only, not also before queueing: a repeat is rare, and a lookup outside the
         // transaction cost every send one more statement while this one is needed anyway.
+        let room: RoomRow | null | undefined;
         if (ev.txn) {
-          const prior = await this.txnResult(w.tx, ev.sender, ev.txn.deviceId, ev.txn.txnId);
-          if (prior) return prior;
+          const [row] = await selectTxnAndRoom(w.tx, ev.sender, ev.txn.deviceId, ev.txn.txnId, ev.roomId);
+          if (row?.prior != null) return JSON.parse(row.prior) as { eventId: string; streamOrdering: number };
+          room = row?.room_version != null ? { room_version: row.room_version, last_event_id: row.last_event_id, last_depth: Number(row.last_depth) } : null;
         }
-        const stored = await this.persistInTx(w, ev, contentJson);
+        const stored = await this.persistInTx(w, ev, contentJson, room);
         return { eventId: stored.eventId, streamOrdering: stored.streamOrdering };
       });
     } catch (err) {
@@ -235,11 +281,14 @@ export class RoomEvents {
     return JSON.parse(row.result) as { eventId: string; streamOrdering: number };
   }
 
-  /** `contentJson`: the content's canonical JSON as validateContentSize made it, if at hand. */
-  async persistInTx(w: StreamWrite, ev: NewEvent, contentJson?: string): Promise<StoredEvent> {
+  /**
+   * `contentJson`: the content's canonical JSON as validateContentSize made it, if at hand.
+   * `known`: the room's row if already read in this transaction (null: there is none).
+   */
+  async persistInTx(w: StreamWrite, ev: NewEvent, contentJson?: string, known?: RoomRow | null): Promise<StoredEvent> {
     const { tx } = w;
     const isCreate = ev.type === "m.room.create" && ev.stateKey === "";
-    let room: RoomRow | undefined = (await selectRoom(tx, ev.roomId))[0];
+    let room: RoomRow | undefined = known === undefined ? (await selectRoom(tx, ev.roomId))[0] : (known ?? undefined);
     if (isCreate) {
       if (room) throw new MatrixError("M_ROOM_IN_USE", "Room already exists");
       const version = ev.roomVersion ?? "10";
@@ -292,6 +341,14 @@ export class RoomEvents {
 
     const rel = relationOf(ev.content);
     const json = JSON.stringify(signed);
+    // A plain message with a transaction id on PostgreSQL: its writes go as one (see insertMessagePostgres).
+    if (this.dialect === "postgres" && ev.txn && !isCreate && ev.stateKey === undefined && ev.type !== "m.room.redaction") {
+      const { deviceId, txnId } = ev.txn;
+      const txnResult = JSON.stringify({ eventId, streamOrdering });
+      const threadId = rel?.relType === "m.thread" ? rel.eventId : null;
+      await insertMessagePostgres(tx, streamOrdering, eventId, ev.roomId, ev.type, null, ev.sender, pdu.origin_server_ts, pdu.depth, json, rel?.eventId ?? null, rel?.relType ?? null, threadId, null, deviceId, txnId, ev.sender, deviceId, txnId, txnResult, Date.now(), eventId, pdu.depth, streamOrdering, ev.roomId);
+      return this.persisted(w, ev, snap, version, signed, eventId, streamOrdering, json, undefined);
+    }
     await insertEvent(
       tx,
       streamOrdering,
@@ -363,6 +420,22 @@ export class RoomEvents {
       await insertTxn(tx, ev.sender, ev.txn.deviceId, ev.txn.txnId, JSON.stringify({ eventId, streamOrdering }), Date.now());
     }
 
+    return this.persisted(w, ev, snap, version, signed, eventId, streamOrdering, json, redacted);
+  }
+
+  /** What follows an event's rows: the snapshot moves on, the hooks run, its room is announced. */
+  private async persisted(
+    w: StreamWrite,
+    ev: NewEvent,
+    snap: RoomSnapshot,
+    version: RoomVersion,
+    signed: Pdu,
+    eventId: string,
+    streamOrdering: number,
+    json: string,
+    redacted: { eventId: string; content: Record<string, unknown> } | undefined,
+  ): Promise<StoredEvent> {
+    const { tx } = w;
     // The snapshot follows the event: head first (see RoomSnapshot), then the state it changed.
     snap.head = eventId;
     if (ev.stateKey !== undefined) {

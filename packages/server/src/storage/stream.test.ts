@@ -124,6 +124,48 @@ for (const kind of DB_KINDS) {
       assert.deepEqual([...x.wakes[0]!.users].sort(), ["@a:test", "@c:test"]);
     });
 
+    test("a failing first or last write of a batch is undone alone, next to writes that share its savepoint statements", async (t) => {
+      // On PostgreSQL one write's release and the next one's savepoint go as one statement, and
+      // the last write's savepoint is released by the commit: failures at both ends of a batch.
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      const first = new Error("the first refuses");
+      const last = new Error("the last refuses");
+      const writes = [
+        x.stream.write(async (w) => {
+          await putItems(w, "@end1:test", 2);
+          throw first;
+        }),
+        x.stream.write((w) => putItems(w, "@end2:test", 1)),
+        x.stream.write((w) => putItems(w, "@end3:test", 2)),
+        x.stream.write(async (w) => {
+          await putItems(w, "@end4:test", 1);
+          throw last;
+        }),
+      ];
+      const results = await Promise.allSettled(writes);
+      assert.deepEqual(results, [
+        { status: "rejected", reason: first },
+        { status: "fulfilled", value: [start + 1] },
+        { status: "fulfilled", value: [start + 2, start + 3] },
+        { status: "rejected", reason: last },
+      ]);
+      for (const u of ["@end1:test", "@end4:test"]) assert.deepEqual(await storedPositions(x, u), []);
+      assert.deepEqual(await storedPositions(x, "@end3:test"), [start + 2, start + 3]);
+      assert.equal(await x.stream.current(), start + 3);
+      assert.equal(x.wakes.length, 1, "one batch");
+      // And a batch whose last write succeeds after a failure commits that write too.
+      const again = await Promise.allSettled([
+        x.stream.write(async () => {
+          throw first;
+        }),
+        x.stream.write((w) => putItems(w, "@end5:test", 1)),
+      ]);
+      assert.deepEqual(again[1], { status: "fulfilled", value: [start + 4] });
+      assert.deepEqual(await storedPositions(x, "@end5:test"), [start + 4]);
+    });
+
     test("a lone failing write rolls back and takes no position", async (t) => {
       const x = env(t);
       if (!x) return;

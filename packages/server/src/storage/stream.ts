@@ -132,7 +132,10 @@ export class StreamWriter {
             : await sql<{ value: number }>`select value from counters where name = 'stream'`.execute(tx);
         start = Number(locked.rows[0]?.value ?? 0);
         pos = start;
-        for (const item of batch) {
+        const postgres = this.storage.dialect === "postgres";
+        // Whether no savepoint is open between two writes (see below).
+        let released = true;
+        for (const [i, item] of batch.entries()) {
           const before = pos;
           const rooms = new Set<string>();
           const users = new Set<string>();
@@ -153,18 +156,29 @@ export class StreamWriter {
           if (single) {
             item.outcome = { ok: true, value: await item.fn(w) };
           } else {
-            await sql`savepoint stream_write`.execute(tx);
+            if (released) await sql`savepoint stream_write`.execute(tx);
+            released = false;
             try {
               item.outcome = { ok: true, value: await item.fn(w) };
             } catch (err) {
               // Undo this write only; a failure to do so (a broken connection) fails the batch.
               await sql`rollback to savepoint stream_write`.execute(tx);
               await sql`release savepoint stream_write`.execute(tx);
+              released = true;
               pos = before;
               item.outcome = { ok: false, err };
               continue;
             }
-            await sql`release savepoint stream_write`.execute(tx);
+            if (!postgres) {
+              await sql`release savepoint stream_write`.execute(tx);
+              released = true;
+            } else if (i < batch.length - 1) {
+              // On PostgreSQL every statement is a round trip under the counter lock, which
+              // serialises the writers of every process: one write's release and the next one's
+              // savepoint go as one simple-protocol query (no parameters), and the last write's
+              // savepoint is left to the commit, which releases it.
+              await sql`release savepoint stream_write; savepoint stream_write`.execute(tx);
+            }
           }
           item.rooms = rooms;
           item.users = users;
