@@ -461,6 +461,20 @@ describeEachDatabase("client-server responses conform to the spec", ({ server })
     const root = sent.body.event_id as string;
     const replay = expectStatus(await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/txn-root`, ada.access_token, { msgtype: "m.text", body: "Lage ruhig" }), 200);
     assert.equal(replay.event_id, root, "the same transaction id returns the same event");
+    // Only joined members send. An outsider learns nothing: the same refusal here as for a room
+    // that does not exist. A member's repeat of an earlier transaction id after leaving is refused
+    // too, not answered with the event.
+    const sendAs = (token: string, room: string, txn: string) => call("PUT", `${V3}/rooms/${enc(room)}/send/m.room.message/${txn}`, token, { msgtype: "m.text", body: "von außen" });
+    const outsider = await sendAs(cleo.access_token, roomId, "txn-out");
+    assert.equal(outsider.status, 403);
+    assert.deepEqual(outsider.body, { errcode: "M_FORBIDDEN", error: "You are not a member of this room" });
+    const nowhere = await sendAs(cleo.access_token, `!gibtsnicht:${roomId.split(":")[1]}`, "txn-out");
+    assert.deepEqual([nowhere.status, nowhere.body], [outsider.status, outsider.body]);
+    const benFirst = expectStatus(await sendAs(ben.access_token, roomId, "txn-ben"), 200).event_id as string;
+    expectStatus(await call("POST", `${V3}/rooms/${enc(roomId)}/leave`, ben.access_token, {}), 200);
+    assert.deepEqual((await sendAs(ben.access_token, roomId, "txn-ben")).body, outsider.body);
+    expectStatus(await call("POST", `${V3}/join/${enc(roomId)}`, ben.access_token, {}), 200);
+    assert.equal(expectStatus(await sendAs(ben.access_token, roomId, "txn-ben"), 200).event_id, benFirst, "back in the room, the repeat is answered again");
     const redactionViaSend = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.redaction/txn-bad`, ada.access_token, { redacts: root });
     assertConformsToSpec("PUT", "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}", 400, expectStatus(redactionViaSend, 400));
 

@@ -57,22 +57,29 @@ const selectTxn = prepared((db, userId: string, deviceId: string, txnId: string)
 );
 const selectRoom = prepared((db, roomId: string) => db.selectFrom("rooms").select(["room_version", "last_event_id", "last_depth"]).where("room_id", "=", roomId));
 /**
- * A send's two reads under the stream lock in one statement: a repeat of its transaction id, and
- * the room's head. One row whether or not either exists. On PostgreSQL each statement there is a
- * round trip while every process's writers wait for the lock.
+ * A send's reads under the stream lock in one statement: the sender's membership, a repeat of its
+ * transaction id, and the room's head. One row whether or not any exists. On PostgreSQL each
+ * statement there is a round trip while every process's writers wait for the lock.
  */
-const selectTxnAndRoom = prepared((db, userId: string, deviceId: string, txnId: string, roomId: string) =>
-  sql<{ prior: string | null; room_version: string | null; last_event_id: string | null; last_depth: number | null }>`select
+const selectTxnAndRoom = prepared((db, memberRoomId: string, memberUserId: string, userId: string, deviceId: string, txnId: string, roomId: string) =>
+  sql<{ membership: string | null; prior: string | null; room_version: string | null; last_event_id: string | null; last_depth: number | null }>`select
+    (select m.membership from room_members m where m.room_id = ${memberRoomId} and m.user_id = ${memberUserId}) as membership,
     (select t.result from event_txns t where t.user_id = ${userId} and t.device_id = ${deviceId} and t.scope = 'send' and t.txn_id = ${txnId}) as prior,
     r.room_version, r.last_event_id, r.last_depth
     from (select 1 as one) o left join rooms r on r.room_id = ${roomId}`,
 );
+const selectMembershipInTx = prepared((db, roomId: string, userId: string) => db.selectFrom("room_members").select("membership").where("room_id", "=", roomId).where("user_id", "=", userId));
 const updateRoomHead = prepared((db, roomId: string, eventId: string, depth: number, stream: number) =>
   db.updateTable("rooms").set({ last_event_id: eventId, last_depth: depth, last_stream: stream }).where("room_id", "=", roomId),
 );
 const insertTxn = prepared((db, userId: string, deviceId: string, txnId: string, result: string, ts: number) =>
   db.insertInto("event_txns").values({ user_id: userId, device_id: deviceId, scope: "send", txn_id: txnId, result, created_ts: ts }),
 );
+/** The same answer for a room the sender left and one that does not exist. */
+function notAMember(): MatrixError {
+  return new MatrixError("M_FORBIDDEN", "You are not a member of this room");
+}
+
 /** An `events` row's values, in the order both inserts below take them. */
 type EventValues = [
   streamOrdering: number,
@@ -239,8 +246,12 @@ export class RoomEvents {
     this.hooks.push(hook);
   }
 
-  /** Sends one event; with a transaction id, a repeat returns the first event's id. */
-  async send(ev: NewEvent): Promise<{ eventId: string; streamOrdering: number }> {
+  /**
+   * Sends one event; with a transaction id, a repeat returns the first event's id. `asMember`: only
+   * as a joined member of the room (a client's send), else M_FORBIDDEN, whether or not the room
+   * exists; checked under the stream lock with the other reads, so it costs no statement of its own.
+   */
+  async send(ev: NewEvent, opts: { asMember?: boolean } = {}): Promise<{ eventId: string; streamOrdering: number }> {
     const contentJson = validateContentSize(ev);
     try {
       return await this.stream.write(async (w) => {
@@ -248,9 +259,12 @@ export class RoomEvents {
         // transaction cost every send one more statement while this one is needed anyway.
         let room: RoomRow | null | undefined;
         if (ev.txn) {
-          const [row] = await selectTxnAndRoom(w.tx, ev.sender, ev.txn.deviceId, ev.txn.txnId, ev.roomId);
+          const [row] = await selectTxnAndRoom(w.tx, ev.roomId, ev.sender, ev.sender, ev.txn.deviceId, ev.txn.txnId, ev.roomId);
+          if (opts.asMember && row?.membership !== "join") throw notAMember();
           if (row?.prior != null) return JSON.parse(row.prior) as { eventId: string; streamOrdering: number };
           room = row?.room_version != null ? { room_version: row.room_version, last_event_id: row.last_event_id, last_depth: Number(row.last_depth) } : null;
+        } else if (opts.asMember && (await selectMembershipInTx(w.tx, ev.roomId, ev.sender))[0]?.membership !== "join") {
+          throw notAMember();
         }
         const stored = await this.persistInTx(w, ev, contentJson, room);
         return { eventId: stored.eventId, streamOrdering: stored.streamOrdering };

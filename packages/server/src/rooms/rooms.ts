@@ -423,8 +423,9 @@ export class Rooms {
     return q.orderBy("events.stream_ordering", opts.dir === "f" ? "asc" : "desc").limit(opts.limit).execute();
   }
 
-  async send(ev: NewEvent): Promise<string> {
-    return (await this.events.send(ev)).eventId;
+  /** `asMember`: see RoomEvents.send. */
+  async send(ev: NewEvent, opts: { asMember?: boolean } = {}): Promise<string> {
+    return (await this.events.send(ev, opts)).eventId;
   }
 
   parsePdu(json: string): Pdu {

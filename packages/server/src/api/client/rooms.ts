@@ -127,8 +127,8 @@ export const roomRoutes = [
     async ({ user, params, body }, s) => {
       const roomId = roomIdOf(params.roomId);
       if (params.eventType === "m.room.redaction") throw new MatrixError("M_BAD_JSON", "Use the /redact endpoint to redact events");
-      await s.rooms.requireJoined(roomId, user.userId);
-      const eventId = await s.rooms.send({ roomId, sender: user.userId, type: params.eventType, content: body, txn: { deviceId: user.deviceId, txnId: params.txnId } });
+      // Membership is checked with the send's other reads (see RoomEvents.send).
+      const eventId = await s.rooms.send({ roomId, sender: user.userId, type: params.eventType, content: body, txn: { deviceId: user.deviceId, txnId: params.txnId } }, { asMember: true });
       return { event_id: eventId };
     },
   ),
