@@ -61,7 +61,7 @@ const selectRoom = prepared((db, roomId: string) => db.selectFrom("rooms").selec
  * transaction id, and the room's head. One row whether or not any exists. On PostgreSQL each
  * statement there is a round trip while every process's writers wait for the lock.
  */
-const selectTxnAndRoom = prepared((db, memberRoomId: string, memberUserId: string, userId: string, deviceId: string, txnId: string, roomId: string) =>
+const selectSendReads = prepared((db, memberRoomId: string, memberUserId: string, userId: string, deviceId: string, txnId: string, roomId: string) =>
   sql<{ membership: string | null; prior: string | null; room_version: string | null; last_event_id: string | null; last_depth: number | null }>`select
     (select m.membership from room_members m where m.room_id = ${memberRoomId} and m.user_id = ${memberUserId}) as membership,
     (select t.result from event_txns t where t.user_id = ${userId} and t.device_id = ${deviceId} and t.scope = 'send' and t.txn_id = ${txnId}) as prior,
@@ -259,7 +259,7 @@ export class RoomEvents {
         // transaction cost every send one more statement while this one is needed anyway.
         let room: RoomRow | null | undefined;
         if (ev.txn) {
-          const [row] = await selectTxnAndRoom(w.tx, ev.roomId, ev.sender, ev.sender, ev.txn.deviceId, ev.txn.txnId, ev.roomId);
+          const [row] = await selectSendReads(w.tx, ev.roomId, ev.sender, ev.sender, ev.txn.deviceId, ev.txn.txnId, ev.roomId);
           if (opts.asMember && row?.membership !== "join") throw notAMember();
           if (row?.prior != null) return JSON.parse(row.prior) as { eventId: string; streamOrdering: number };
           room = row?.room_version != null ? { room_version: row.room_version, last_event_id: row.last_event_id, last_depth: Number(row.last_depth) } : null;
