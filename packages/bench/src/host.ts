@@ -80,11 +80,12 @@ const heapLive = process.env.REVIER_BENCH_HEAP_LIVE === "1";
 // run in microtasks, away from their callers), so during a profile window every statement is timed
 // too, by its SQL text: <label>-<pid>.sql.json beside the profile.
 const sqlTimes = new Map<string, { calls: number; ms: number }>();
-// Lists of placeholders differ in length per call; one statement shape is one line.
+// Lists of placeholders (SQLite's `?`, PostgreSQL's `$n`) differ in length per call; one statement
+// shape is one line.
 const sqlShapes = new Map<string, string>();
 const sqlShape = (source: string) => {
   let shape = sqlShapes.get(source);
-  if (shape === undefined) sqlShapes.set(source, (shape = source.replace(/\s+/g, " ").replace(/\?(, \?)+/g, "?, …")));
+  if (shape === undefined) sqlShapes.set(source, (shape = source.replace(/\s+/g, " ").replace(/\?(, \?)+/g, "?, …").replace(/\$\d+(, \$\d+)+/g, "$n, …")));
   return shape;
 };
 let timingSql = false;
@@ -123,7 +124,7 @@ if (profileDir && config.databaseUrl) {
     const result = original.apply(this, args);
     if (!timingSql || typeof args[0] !== "string" || !(result instanceof Promise)) return result;
     const t0 = performance.now();
-    const key = sqlShape(args[0].replace(/\$\d+(, \$\d+)+/g, "$n, …"));
+    const key = sqlShape(args[0]);
     const done = () => {
       const entry = sqlTimes.get(key) ?? { calls: 0, ms: 0 };
       entry.calls++;

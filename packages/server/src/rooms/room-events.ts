@@ -61,14 +61,13 @@ const selectRoom = prepared((db, roomId: string) => db.selectFrom("rooms").selec
  * transaction id, and the room's head. One row whether or not any exists. On PostgreSQL each
  * statement there is a round trip while every process's writers wait for the lock.
  */
-const selectSendReads = prepared((db, memberRoomId: string, memberUserId: string, userId: string, deviceId: string, txnId: string, roomId: string) =>
+const selectSendReads = prepared((db, memberRoomId: string, memberUserId: string, userId: string, deviceId: string | null, txnId: string | null, roomId: string) =>
   sql<{ membership: string | null; prior: string | null; room_version: string | null; last_event_id: string | null; last_depth: number | null }>`select
     (select m.membership from room_members m where m.room_id = ${memberRoomId} and m.user_id = ${memberUserId}) as membership,
     (select t.result from event_txns t where t.user_id = ${userId} and t.device_id = ${deviceId} and t.scope = 'send' and t.txn_id = ${txnId}) as prior,
     r.room_version, r.last_event_id, r.last_depth
     from (select 1 as one) o left join rooms r on r.room_id = ${roomId}`,
 );
-const selectMembershipInTx = prepared((db, roomId: string, userId: string) => db.selectFrom("room_members").select("membership").where("room_id", "=", roomId).where("user_id", "=", userId));
 const updateRoomHead = prepared((db, roomId: string, eventId: string, depth: number, stream: number) =>
   db.updateTable("rooms").set({ last_event_id: eventId, last_depth: depth, last_stream: stream }).where("room_id", "=", roomId),
 );
@@ -257,15 +256,11 @@ export class RoomEvents {
       return await this.stream.write(async (w) => {
         // Asked here only, not also before queueing: a repeat is rare, and a lookup outside the
         // transaction cost every send one more statement while this one is needed anyway.
-        let room: RoomRow | null | undefined;
-        if (ev.txn) {
-          const [row] = await selectSendReads(w.tx, ev.roomId, ev.sender, ev.sender, ev.txn.deviceId, ev.txn.txnId, ev.roomId);
-          if (opts.asMember && row?.membership !== "join") throw notAMember();
-          if (row?.prior != null) return JSON.parse(row.prior) as { eventId: string; streamOrdering: number };
-          room = row?.room_version != null ? { room_version: row.room_version, last_event_id: row.last_event_id, last_depth: Number(row.last_depth) } : null;
-        } else if (opts.asMember && (await selectMembershipInTx(w.tx, ev.roomId, ev.sender))[0]?.membership !== "join") {
-          throw notAMember();
-        }
+        // Without a transaction id the repeat check matches nothing (a comparison with null).
+        const [row] = await selectSendReads(w.tx, ev.roomId, ev.sender, ev.sender, ev.txn?.deviceId ?? null, ev.txn?.txnId ?? null, ev.roomId);
+        if (opts.asMember && row?.membership !== "join") throw notAMember();
+        if (row?.prior != null) return JSON.parse(row.prior) as { eventId: string; streamOrdering: number };
+        const room = row?.room_version != null ? { room_version: row.room_version, last_event_id: row.last_event_id, last_depth: Number(row.last_depth) } : null;
         const stored = await this.persistInTx(w, ev, contentJson, room);
         return { eventId: stored.eventId, streamOrdering: stored.streamOrdering };
       });
