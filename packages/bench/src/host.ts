@@ -79,7 +79,17 @@ const heapLive = process.env.REVIER_BENCH_HEAP_LIVE === "1";
 // The CPU profile cannot say which SQL statement the time in better-sqlite3 belongs to (queries
 // run in microtasks, away from their callers), so during a profile window every statement is timed
 // too, by its SQL text: <label>-<pid>.sql.json beside the profile.
-const sqlTimes = new Map<string, { calls: number; ms: number }>();
+// The longest call and the calls of 10 ms or more, per statement: a statement that holds the
+// event loop now and then (a commit's fsync) shows in the latency tail, not in its average.
+const sqlTimes = new Map<string, { calls: number; ms: number; maxMs: number; over10ms: number }>();
+const timed = (key: string, ms: number) => {
+  const entry = sqlTimes.get(key) ?? { calls: 0, ms: 0, maxMs: 0, over10ms: 0 };
+  entry.calls++;
+  entry.ms += ms;
+  if (ms > entry.maxMs) entry.maxMs = ms;
+  if (ms >= 10) entry.over10ms++;
+  sqlTimes.set(key, entry);
+};
 // Lists of placeholders (SQLite's `?`, PostgreSQL's `$n`) differ in length per call; one statement
 // shape is one line.
 const sqlShapes = new Map<string, string>();
@@ -103,11 +113,7 @@ if (profileDir && !config.databaseUrl) {
       try {
         return original.apply(this, args);
       } finally {
-        const key = sqlShape(this.source);
-        const entry = sqlTimes.get(key) ?? { calls: 0, ms: 0 };
-        entry.calls++;
-        entry.ms += performance.now() - t0;
-        sqlTimes.set(key, entry);
+        timed(sqlShape(this.source), performance.now() - t0);
       }
     };
   }
@@ -125,12 +131,7 @@ if (profileDir && config.databaseUrl) {
     if (!timingSql || typeof args[0] !== "string" || !(result instanceof Promise)) return result;
     const t0 = performance.now();
     const key = sqlShape(args[0]);
-    const done = () => {
-      const entry = sqlTimes.get(key) ?? { calls: 0, ms: 0 };
-      entry.calls++;
-      entry.ms += performance.now() - t0;
-      sqlTimes.set(key, entry);
-    };
+    const done = () => timed(key, performance.now() - t0);
     result.then(done, done);
     return result;
   };
@@ -275,7 +276,7 @@ process.on("message", (m: HostRequest) => {
             loopDelay = null;
           }
           if (sqlTimes.size > 0) {
-            const rows = [...sqlTimes.entries()].map(([sql, t]) => ({ sql, calls: t.calls, ms: Math.round(t.ms) })).sort((a, b) => b.ms - a.ms);
+            const rows = [...sqlTimes.entries()].map(([sql, t]) => ({ sql, calls: t.calls, ms: Math.round(t.ms), max_ms: Math.round(t.maxMs * 10) / 10, calls_10ms_plus: t.over10ms })).sort((a, b) => b.ms - a.ms);
             writeFileSync(file.replace(/\.cpuprofile$/, ".sql.json"), JSON.stringify(rows, null, 1));
           }
           send({ type: "profile", file });

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { gcBetween, groupPlan, membershipPlan, parseGcMetrics, roomSizes, settleAfterBurst, syncWaiters } from "./population.js";
+import { gcBetween, groupPlan, loopDelayFigures, membershipPlan, parseGcMetrics, parseLoopDelay, roomSizes, settleAfterBurst, syncWaiters } from "./population.js";
 
 test("roomSizes follow rank order within bounds and add up to about users × perUser", () => {
   const sizes = roomSizes(5000, 22_000, 3, 2000);
@@ -93,4 +93,23 @@ test("the collector's figures come from prom-client's histogram, per kind, and s
   });
   assert.equal(parseGcMetrics("revier_sync_waiters 3\n"), null);
   assert.deepEqual(gcBetween(null, after, "load_gc"), {});
+});
+
+test("the event loop's delay comes from prom-client's gauges, less the 10-ms check interval", () => {
+  const text = [
+    "# HELP revier_nodejs_eventloop_lag_p50_seconds The 50th percentile of the recorded event loop delays.",
+    "revier_nodejs_eventloop_lag_seconds 0.0012",
+    "revier_nodejs_eventloop_lag_min_seconds 0.010002176",
+    "revier_nodejs_eventloop_lag_max_seconds 0.314376191",
+    "revier_nodejs_eventloop_lag_p50_seconds 0.010125311",
+    "revier_nodejs_eventloop_lag_p90_seconds 0.01163",
+    "revier_nodejs_eventloop_lag_p99_seconds 0.069140479",
+  ].join("\n");
+  const delay = parseLoopDelay(text);
+  assert.deepEqual(delay, { p50: 0.010125311, p99: 0.069140479, max: 0.314376191 });
+  assert.deepEqual(loopDelayFigures(delay, "load_loop_delay"), { load_loop_delay_p50_ms: 0.1, load_loop_delay_p99_ms: 59.1, load_loop_delay_max_ms: 304.4 });
+  // A server without them (or with one missing) gives no figures rather than made-up ones.
+  assert.equal(parseLoopDelay("revier_sync_waiters 3\n"), null);
+  assert.equal(parseLoopDelay(text.replace(/^.*_max_seconds.*$/m, "")), null);
+  assert.deepEqual(loopDelayFigures(null, "load_loop_delay"), {});
 });

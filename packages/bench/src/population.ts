@@ -191,21 +191,59 @@ export interface GcReading {
   over100ms: number;
 }
 
+/** What the server's runtime reported on /metrics: its collector, and its event loop's delay. */
+export interface RuntimeReading {
+  gc: Map<string, GcReading> | null;
+  loopDelay: LoopDelay | null;
+}
+
 /**
- * The collector's work so far, from prom-client's default `nodejs_gc_duration_seconds` histogram
- * on Revier's /metrics; null for servers without it. Two readings subtract (see gcBetween): a
- * latency tail that comes with pauses of 100 ms or more is the collector's, not the code's.
+ * The collector's work so far (prom-client's default `nodejs_gc_duration_seconds` histogram on
+ * Revier's /metrics) and the event loop's delay since the previous read of /metrics; nulls for
+ * servers without them. Two readings subtract (see gcBetween): a latency tail that comes with
+ * pauses of 100 ms or more is the collector's, not the code's.
  */
-export async function serverGc(baseUrl: string): Promise<Map<string, GcReading> | null> {
+export async function serverRuntime(baseUrl: string): Promise<RuntimeReading> {
   let text: string;
   try {
     const res = await fetch(`${baseUrl}/metrics`);
-    if (!res.ok) return null;
+    if (!res.ok) return { gc: null, loopDelay: null };
     text = await res.text();
   } catch {
-    return null;
+    return { gc: null, loopDelay: null };
   }
-  return parseGcMetrics(text);
+  return { gc: parseGcMetrics(text), loopDelay: parseLoopDelay(text) };
+}
+
+/**
+ * How late the event loop ran a check it schedules every 10 ms (prom-client's
+ * `nodejs_eventloop_lag_*`, from Node's monitorEventLoopDelay), in seconds. prom-client resets
+ * the histogram at each read of /metrics, so a reading covers the time since the previous one.
+ * Node records the whole interval between checks: the 10 ms themselves are included.
+ */
+export interface LoopDelay {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export function parseLoopDelay(text: string): LoopDelay | null {
+  const value = (name: string) => {
+    const m = new RegExp(`^\\w*nodejs_eventloop_lag_${name}_seconds(?:\\{[^}]*\\})?\\s+(\\S+)$`, "m").exec(text);
+    const v = m ? Number(m[1]) : Number.NaN;
+    return Number.isFinite(v) ? v : null;
+  };
+  const p50 = value("p50");
+  const p99 = value("p99");
+  const max = value("max");
+  return p50 === null || p99 === null || max === null ? null : { p50, p99, max };
+}
+
+/** A loop-delay reading as bench figures in ms, less the 10-ms check interval it includes. */
+export function loopDelayFigures(d: LoopDelay | null, prefix: string, intervalMs = 10): Record<string, number> {
+  if (d === null) return {};
+  const ms = (s: number) => Math.max(0, Math.round((s * 1000 - intervalMs) * 10) / 10);
+  return { [`${prefix}_p50_ms`]: ms(d.p50), [`${prefix}_p99_ms`]: ms(d.p99), [`${prefix}_max_ms`]: ms(d.max) };
 }
 
 export function parseGcMetrics(text: string): Map<string, GcReading> | null {

@@ -1,7 +1,7 @@
 import { gzipSync } from "node:zlib";
 import { LEAN_FILTER, login, sendMessage, sync, type Session } from "../matrix.js";
 import { rawOk } from "../http.js";
-import { groupPlan, openSessions, seedRooms, gcBetween, serverGc, settleAfterBurst, syncWaiters, type RoomPlan } from "../population.js";
+import { groupPlan, openSessions, seedRooms, gcBetween, loopDelayFigures, serverRuntime, settleAfterBurst, syncWaiters, type RoomPlan } from "../population.js";
 import { PollerPool, connectInSteps } from "../pollers.js";
 import { openFileLimit, RssSampler, serverCpuSeconds, serverRss } from "../proc.js";
 import { linearFit, median, mib, percentile, pool, round, sleep } from "../stats.js";
@@ -9,6 +9,8 @@ import type { Check, Scenario } from "../scenario.js";
 
 /** The figures: 1,500 rooms, 20,000 connections, 100 messages/s. */
 const FULL = { rooms: 1500, connections: 20_000, rate: 100 };
+/** Incremental syncs at least this slow are listed with their time in the result's detail. */
+const SLOW_MS = 50;
 
 /**
  * /sync cost for a heavy account and under many idle connections.
@@ -115,7 +117,8 @@ export const syncScenario: Scenario = async (ctx) => {
   // alternating runs compare on it too.
   const cpuAtStart = serverCpuSeconds(target);
   const mainAtStart = serverCpuSeconds(target, true);
-  const gcAtStart = await serverGc(target.urls[0]!);
+  // Also resets the server's event-loop delay histogram: the end reading covers the load alone.
+  const runtimeAtStart = await serverRuntime(target.urls[0]!);
   const measureFrom = start + warmup * 1000;
   const measureTo = measureFrom + seconds * 1000;
   const inWindow = (t: number) => t >= measureFrom && t <= measureTo;
@@ -160,6 +163,9 @@ export const syncScenario: Scenario = async (ctx) => {
   const incremental: number[] = [];
   const incrementalA: number[] = [];
   const incrementalBytes: number[] = [];
+  // When the slow ones came (s into the measured window): a tail that comes in clusters or at a
+  // period has a cause that a uniform one does not.
+  const slowIncremental: Array<[number, number]> = [];
   let incrementalErrors = 0;
   let tokenErrors = 0;
   // A token to start from, retried: on a saturated server the first request may time out.
@@ -184,6 +190,7 @@ export const syncScenario: Scenario = async (ctx) => {
         if (inWindow(t)) {
           incremental.push(res.ms);
           incrementalBytes.push(res.bytes);
+          if (res.ms >= SLOW_MS) slowIncremental.push([round((t - measureFrom) / 1000), round(res.ms)]);
           if (isA) incrementalA.push(res.ms);
         }
       } catch {
@@ -227,7 +234,7 @@ export const syncScenario: Scenario = async (ctx) => {
   const loadS = (Date.now() - start) / 1000;
   const cpuAtEnd = serverCpuSeconds(target);
   const mainAtEnd = serverCpuSeconds(target, true);
-  const gcAtEnd = await serverGc(target.urls[0]!);
+  const runtimeAtEnd = await serverRuntime(target.urls[0]!);
   await target.profile?.("stop", "sync-background");
   await sleep(2000);
   stop = true;
@@ -275,7 +282,8 @@ export const syncScenario: Scenario = async (ctx) => {
     incremental_avg_kib: round(incrementalBytes.reduce((a, b) => a + b, 0) / Math.max(1, incrementalBytes.length) / 1024),
     ...(cpuAtStart !== null && cpuAtEnd !== null ? { load_server_cpu_s: round(cpuAtEnd - cpuAtStart) } : {}),
     ...(mainAtStart !== null && mainAtEnd !== null ? { load_server_main_thread_busy_pct: round(((mainAtEnd - mainAtStart) / loadS) * 100) } : {}),
-    ...gcBetween(gcAtStart, gcAtEnd, "load_gc"),
+    ...gcBetween(runtimeAtStart.gc, runtimeAtEnd.gc, "load_gc"),
+    ...loopDelayFigures(runtimeAtEnd.loopDelay, "load_loop_delay"),
     wake_p50_ms: round(percentile(wake, 50)),
     wake_p99_ms: round(percentile(wake, 99)),
     idle_polls_empty: pollerStatus?.empty ?? 0,
@@ -295,6 +303,6 @@ export const syncScenario: Scenario = async (ctx) => {
     figures,
     checks,
     notes,
-    detail: { initial, steps: steps.map((p) => ({ connections: p.connections, rss_mb: p.rssBytes !== null ? mib(p.rssBytes) : null, server_waiters: p.serverWaiters, at_s: p.at_s })) },
+    detail: { initial, incremental_slow_at_s_ms: slowIncremental.sort((a, b) => a[0] - b[0]).slice(0, 200), steps: steps.map((p) => ({ connections: p.connections, rss_mb: p.rssBytes !== null ? mib(p.rssBytes) : null, server_waiters: p.serverWaiters, at_s: p.at_s })) },
   };
 };
