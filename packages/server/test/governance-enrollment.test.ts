@@ -183,6 +183,57 @@ describeEachDatabase("governance: enrollment stage, device codes, unblocking", (
     }
   });
 
+  test("a login refused for the device limit after its code was spent gives the code back, sent either way", async () => {
+    const userId = (await server().services.accounts.create("enr_fritz", { password: TEST_PASSWORD })).user_id;
+    const phone = await login(server(), "enr_fritz", { device_id: "FRITZPHONE" });
+    assert.equal(phone.status, 200);
+    await setPolicy({ enrollment_required: true, max_devices: 2 });
+    // Another process's login takes the last place after this one's guards, the code's included,
+    // have passed: added straight to the devices, as that process would.
+    const guards = server().services.loginGuards;
+    const rival = async ({ deviceId }: { deviceId: string }) => {
+      if (deviceId !== "FRITZTABLET") return;
+      assert.equal((await server().services.devices.upsert(userId, "FRITZRIVAL", null, {}, { atMost: 2 })).refused, undefined);
+    };
+    try {
+      for (const [how, send] of [
+        ["login parameter", (code: string) => ({ "org.revier.enrollment_code": code })],
+        ["UIA stage", (code: string) => ({ auth: { type: STAGE, code } })],
+      ] as const) {
+        const issued = await api<{ code: string }>(server().url, "POST", "/_revier/client/v1/enrollment_codes", { token: phone.body.access_token!, body: {} });
+        assert.equal(issued.status, 200);
+        guards.push(rival);
+        const before = await lastSeq();
+        let refused: Awaited<ReturnType<typeof login>>;
+        try {
+          refused = await login(server(), "enr_fritz", { device_id: "FRITZTABLET", ...send(issued.body.code) });
+        } finally {
+          guards.splice(guards.indexOf(rival), 1);
+        }
+        assert.deepEqual([refused.status, refused.body.errcode], [403, "ORG.REVIER.DEVICE_LIMIT"], how);
+        const added = await entriesAfter(before);
+        assert.deepEqual(
+          added.map((e) => [e.action, e.details]),
+          [
+            ["enrollment_code.use", { device_id: "FRITZTABLET", issued_by: userId, via: how === "UIA stage" ? "uia" : "login_parameter" }],
+            ["enrollment_code.return", { device_id: "FRITZTABLET", issued_by: userId, reason: "login_refused" }],
+          ],
+          `${how}: the use and its return are audited`,
+        );
+        assert.equal(await server().services.devices.get(userId, "FRITZTABLET"), undefined);
+        // Once the other device is signed out, the same code enrolls the tablet, and only once.
+        await server().services.devices.remove(userId, "FRITZRIVAL");
+        const enrolled = await login(server(), "enr_fritz", { device_id: "FRITZTABLET", ...send(issued.body.code) });
+        assert.equal(enrolled.status, 200, `${how}: ${JSON.stringify(enrolled.body)}`);
+        await server().services.devices.remove(userId, "FRITZTABLET");
+        const again = await login(server(), "enr_fritz", { device_id: "FRITZTABLET", ...send(issued.body.code) });
+        assert.notEqual(again.status, 200, `${how}: the code was spent by the enrollment`);
+      }
+    } finally {
+      await setPolicy({});
+    }
+  });
+
   test("an admin or helpdesk unblocks a blocked device id once; it may log in again", async () => {
     const userId = (await server().services.accounts.create("enr_finn", { password: TEST_PASSWORD })).user_id;
     assert.equal((await login(server(), "enr_finn", { device_id: "LOSTPHONE" })).status, 200);

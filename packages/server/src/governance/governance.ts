@@ -209,6 +209,27 @@ export class Governance {
     });
   }
 
+  /**
+   * Gives back a code that a login spent before it was refused anyway (the device limit, reached
+   * through another process in between), so the user need not ask for a new one. Only while the
+   * code is still valid, and audited: the chain shows the use and its return.
+   */
+  async returnEnrollmentCode(userId: string, code: string, deviceId: string): Promise<void> {
+    const role = (await this.accounts.get(userId))?.role ?? "user";
+    await this.audit.transact(async (tx, record) => {
+      const returned = await tx
+        .updateTable("enrollment_codes")
+        .set({ used_ts: null })
+        .where("code_hash", "=", sha256Hex(normaliseCode(code)))
+        .where("user_id", "=", userId)
+        .where("used_ts", "is not", null)
+        .where("expires_ts", ">", Date.now())
+        .returning(["issued_by"])
+        .executeTakeFirst();
+      if (returned) await record({ actor: userId, actorRole: role, action: "enrollment_code.return", target: userId, details: { device_id: deviceId, issued_by: returned.issued_by, reason: "login_refused" } });
+    });
+  }
+
   /** Lifts a lost-device block so the device id may log in again (a found phone). */
   async unblockDevice(by: Actor, userId: string, deviceId: string): Promise<void> {
     const user = await this.requireUser(userId);

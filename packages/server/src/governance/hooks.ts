@@ -91,7 +91,9 @@ export function governanceLoginGuards(): LoginGuard[] {
     const uia = { method: "POST", path: "/login", body: { user_id: userId, device_id: body.device_id ?? null, auth: body.auth }, userId, context: { device_id: deviceId } };
     if ((typeof code !== "string" || code === "") && body.auth !== undefined && body.auth !== null) {
       await s.uia.require(uia, ENROLLMENT_FLOWS);
-      return;
+      // The flow has this one stage, so it passed in this request, by spending the code in `auth`.
+      const spent = (body.auth as Record<string, unknown>).code;
+      return typeof spent === "string" ? () => s.governance.returnEnrollmentCode(userId, spent, deviceId) : undefined;
     }
     if (typeof code !== "string" || code === "") {
       throw new MatrixError("ORG_REVIER_ENROLLMENT_REQUIRED", "A new device needs an enrollment code. Create one on a device you already use, or ask the helpdesk, and send it as org.revier.enrollment_code.", {
@@ -101,6 +103,7 @@ export function governanceLoginGuards(): LoginGuard[] {
     if (!(await s.governance.spendEnrollmentCode(userId, code, deviceId, "login_parameter"))) {
       throw new MatrixError("ORG_REVIER_ENROLLMENT_REQUIRED", "This enrollment code is wrong, expired or already used. Ask for a new one.");
     }
+    return () => s.governance.returnEnrollmentCode(userId, code, deviceId);
   };
   return [blocked, clientVersion, deviceLimit, enrollment];
 }

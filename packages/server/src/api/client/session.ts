@@ -21,8 +21,13 @@ const LoginBody = Type.Object(
   { additionalProperties: true },
 );
 
-/** Hooks that may refuse a login after the password checked out (device limit, enrollment, client version). */
-export type LoginGuard = (ctx: { userId: string; deviceId: string; isNewDevice: boolean; body: Record<string, unknown>; userAgent: string | undefined; headers: Record<string, unknown> }, s: Services) => Promise<void>;
+/**
+ * Hooks that may refuse a login after the password checked out (device limit, enrollment, client
+ * version). A guard that spends something (an enrollment code) returns how to give it back, for
+ * when the login is refused after it passed.
+ */
+export type LoginGuard = (ctx: { userId: string; deviceId: string; isNewDevice: boolean; body: Record<string, unknown>; userAgent: string | undefined; headers: Record<string, unknown> }, s: Services) => Promise<void | LoginUndo>;
+export type LoginUndo = () => Promise<void>;
 
 /** Adds fields to the `m.login.password` flow of `GET /login` (governance: the enrollment stage while codes are required). */
 export type LoginFlowExtension = (s: Services) => Promise<Record<string, unknown> | undefined>;
@@ -62,12 +67,23 @@ export const sessionRoutes = [
     // through other processes at the same moment.
     await s.loginLock.run(user.user_id, async () => {
       const existing = await s.devices.get(user.user_id, deviceId);
-      for (const guard of s.loginGuards) {
-        await guard({ userId: user.user_id, deviceId, isNewDevice: !existing, body: body as Record<string, unknown>, userAgent: req.headers["user-agent"], headers: req.headers }, s);
+      const undo: LoginUndo[] = [];
+      try {
+        for (const guard of s.loginGuards) {
+          const spent = await guard({ userId: user.user_id, deviceId, isNewDevice: !existing, body: body as Record<string, unknown>, userAgent: req.headers["user-agent"], headers: req.headers }, s);
+          if (spent) undo.push(spent);
+        }
+        const { max_devices: max } = await s.policy.get();
+        const added = await s.devices.upsert(user.user_id, deviceId, body.initial_device_display_name ?? null, { ip: req.ip, ...(req.headers["user-agent"] ? { userAgent: req.headers["user-agent"] } : {}) }, { atMost: max });
+        if (added.refused !== undefined) throw deviceLimitReached(added.refused, max);
+      } catch (err) {
+        // Refused after a guard spent something: a login through another process took the last
+        // device place in between. The user did nothing wrong and keeps their enrollment code.
+        for (const u of undo) {
+          await u().catch((e: Error) => s.log.error({ err: e.message, user_id: user.user_id }, "could not give back what a refused login spent"));
+        }
+        throw err;
       }
-      const { max_devices: max } = await s.policy.get();
-      const added = await s.devices.upsert(user.user_id, deviceId, body.initial_device_display_name ?? null, { ip: req.ip, ...(req.headers["user-agent"] ? { userAgent: req.headers["user-agent"] } : {}) }, { atMost: max });
-      if (added.refused !== undefined) throw deviceLimitReached(added.refused, max);
     });
     const tokens = await s.tokens.issue(user.user_id, deviceId, body.refresh_token === true);
     return {
