@@ -14,8 +14,9 @@ import { buildApp } from "./http/app.js";
 import { startSweepers } from "./sweepers.js";
 import { prepareDummyHash } from "./users/passwords.js";
 
-export function openStorage(config: Config): Storage {
-  return config.databaseUrl ? openPostgres(config.databaseUrl) : openSqlite(path.join(config.dataDir, "revier.db"));
+export function openStorage(config: Config, log?: Logger): Storage {
+  const onCheckpointError = log ? (message: string) => log.error({ err: message }, "SQLite log checkpoint failed; the writer checkpoints itself once the log passes its backstop") : undefined;
+  return config.databaseUrl ? openPostgres(config.databaseUrl) : openSqlite(path.join(config.dataDir, "revier.db"), onCheckpointError ? { onCheckpointError } : {});
 }
 
 /** The server's logger; `destination` defaults to stdout (tests capture the output to scan it for secrets). */
@@ -39,7 +40,7 @@ export interface RunningServer {
 export async function startServer(config: Config, opts: { log?: Logger; bus?: Bus; storage?: Storage } = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger(config);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const storage = opts.storage ?? openStorage(config);
+  const storage = opts.storage ?? openStorage(config, log);
   await migrate(storage);
   const signingKey = loadOrCreateSigningKey(path.join(config.dataDir, "signing.key"));
   const bus = opts.bus ?? (config.busUrl ? await openNatsBus(config.busUrl, log) : new LocalBus());

@@ -5,6 +5,7 @@ import pg from "pg";
 import { CompiledQuery, Kysely, PostgresDialect, SelectQueryNode, SqliteDialect, sql, type DatabaseConnection, type Driver, type QueryResult, type Transaction } from "kysely";
 import type { Database, Dialect } from "./schema.js";
 import { MIGRATIONS } from "./migrations/index.js";
+import { BACKSTOP_PAGES, DEFAULT_WAL_CHECKPOINTER, startWalCheckpointer, type WalCheckpointer, type WalCheckpointerOptions } from "./wal-checkpointer.js";
 
 export type Db = Kysely<Database>;
 export type Tx = Transaction<Database>;
@@ -12,13 +13,19 @@ export type Tx = Transaction<Database>;
 export interface Storage {
   db: Db;
   dialect: Dialect;
+  /** SQLite's log checkpoints, when a worker thread runs them (a database file). */
+  walCheckpointer?: WalCheckpointer;
   close(): Promise<void>;
 }
 
 // int8 columns come back from pg as strings by default; every value we store fits in a double.
 pg.types.setTypeParser(20, (v) => Number(v));
 
-export function openSqlite(file: string): Storage {
+/**
+ * `checkpointer`: copy the write-ahead log into the database file from a worker thread (see
+ * wal-checkpointer.ts); on by default for a database file, and without effect in memory.
+ */
+export function openSqlite(file: string, opts: { checkpointer?: boolean | WalCheckpointerOptions; onCheckpointError?: (message: string) => void } = {}): Storage {
   if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
   const raw = new SqliteDatabase(file);
   // The database holds password hashes, token digests and message metadata: owner-only.
@@ -33,6 +40,13 @@ export function openSqlite(file: string): Storage {
   // that are written anyway, without the extra I/O of full secure_delete.
   raw.pragma("secure_delete = FAST");
   raw.pragma("busy_timeout = 5000");
+  let checkpointer: WalCheckpointer | null = null;
+  if (file !== ":memory:" && opts.checkpointer !== false) {
+    raw.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+    // A log grown long under a burst is cut back to this when it starts over.
+    raw.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
+    checkpointer = startWalCheckpointer(file, typeof opts.checkpointer === "object" ? opts.checkpointer : DEFAULT_WAL_CHECKPOINTER, opts.onCheckpointError);
+  }
   // A second, read-only connection serves queries outside transactions (see FastSqliteDriver).
   // An in-memory database cannot be shared between connections, so it keeps one.
   let reader: SqliteDatabase.Database | null = null;
@@ -46,7 +60,9 @@ export function openSqlite(file: string): Storage {
   return {
     db,
     dialect: "sqlite",
+    ...(checkpointer ? { walCheckpointer: checkpointer } : {}),
     close: async () => {
+      await checkpointer?.stop();
       await db.destroy();
     },
   };
