@@ -5,14 +5,14 @@ import { Worker } from "node:worker_threads";
  * SQLite's write-ahead log, copied back into the database file by a thread of its own.
  *
  * By default the connection that commits copies the log into the database file whenever the log
- * passes 1,000 pages, and with synchronous=FULL it then fsyncs the database file: all of it on
- * the event loop, since better-sqlite3 is synchronous. Under 100 messages a second that came
- * every 1.5–2 s and held the loop for 50–100 ms each time, and every request waiting then was late
- * by as much: the regular clusters in the `sync` bench's incremental tail (2026-12-02). A PASSIVE
- * checkpoint from another connection waits for nobody and blocks nobody, so it runs in a worker
- * thread, where its copying and fsync hold up no request.
+ * passes 1,000 pages, and with synchronous=FULL it then fsyncs the database file: all of it inside
+ * a commit, on the event loop, since better-sqlite3 is synchronous, and every request waiting
+ * meanwhile is late by as much. A PASSIVE checkpoint from another connection waits for nobody and
+ * blocks nobody, so it runs in a worker thread, where its copying and fsync hold up no request. In
+ * the `send` bench with CPU profiles (2026-12-02), commits of 10 ms or more fell from 110–124 per
+ * run to 19–25.
  *
- * The writer keeps a checkpoint of its own only as a backstop (`backstopPages`): the log starts
+ * The writer keeps a checkpoint of its own only as a backstop (BACKSTOP_PAGES): the log starts
  * over from its beginning only at a write that finds every page of it copied, and under writes
  * without a pause the worker may not catch a moment in between. Then the writer checkpoints at
  * the backstop, finding nearly everything already copied, and the log starts over.
