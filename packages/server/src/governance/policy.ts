@@ -63,10 +63,10 @@ export class PolicyStore {
   /** Replaces the whole policy; the audit entry carries old and new value of every changed key. */
   async set(input: unknown, by: Actor): Promise<Policy> {
     const next = validatePolicy(input);
+    const json = JSON.stringify(next);
     await this.audit.transact(async (tx, record) => {
       const row = await tx.selectFrom("governance_policy").select("json").where("name", "=", ROW).executeTakeFirst();
       const prev = row ? (Value.Default(Policy, JSON.parse(row.json) as unknown) as Policy) : defaultPolicy();
-      const json = JSON.stringify(next);
       await tx
         .insertInto("governance_policy")
         .values({ name: ROW, json, updated_ts: Date.now() })
@@ -83,7 +83,7 @@ export class PolicyStore {
       await record({ ...by, action: "policy.update", target: "policy", details: { old: before, new: after } });
     });
     // The text that was stored: the next refresh finds it unchanged and keeps this object.
-    this.cached = { policy: next, json: JSON.stringify(next), at: this.now() };
+    this.cached = { policy: next, json, at: this.now() };
     return next;
   }
 
