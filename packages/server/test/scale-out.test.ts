@@ -72,6 +72,8 @@ describe("scale-out: two processes on PostgreSQL + NATS", { skip }, () => {
     return startServer(config, { log: pino({ level: "silent" }) });
   };
 
+  const dbOf = (server: RunningServer) => server.services.storage.db;
+
   const login = async (server: RunningServer, user: string): Promise<Session> => {
     const res = await api<Session>(server.url, "POST", "/_matrix/client/v3/login", { body: { type: "m.login.password", identifier: { type: "m.id.user", user }, password: TEST_PASSWORD } });
     assert.equal(res.status, 200, JSON.stringify(res.body));
@@ -272,7 +274,7 @@ describe("scale-out: two processes on PostgreSQL + NATS", { skip }, () => {
     const results = (await Promise.all(sends)) as { status: number }[];
     assert.ok(results.every((r) => r.status === 200), "every write succeeded");
     const afterPos = await a.services.stream.current();
-    const events = await db.selectFrom("events").select(["stream_ordering", "depth", "json"]).where("stream_ordering", ">", before).orderBy("stream_ordering").execute();
+    const events = await db.selectFrom("events").select(["stream_ordering", "event_id", "depth", "json"]).where("stream_ordering", ">", before).orderBy("stream_ordering").execute();
     const data = await db.selectFrom("account_data").select("stream_pos").where("stream_pos", ">", before).execute();
     const positions = [...events.map((e) => Number(e.stream_ordering)), ...data.map((d) => Number(d.stream_pos))].sort((x, y) => x - y);
     // Every position between the two counter readings belongs to exactly one write.
@@ -284,11 +286,38 @@ describe("scale-out: two processes on PostgreSQL + NATS", { skip }, () => {
     // The room's event graph stays linear: depth grows with the position.
     const depths = events.map((e) => Number(e.depth));
     for (let i = 1; i < depths.length; i++) assert.equal(depths[i], depths[i - 1]! + 1);
+    // Each event follows the one before it, whichever process wrote either: a process whose view
+    // of the room was out of date (the other had written since) noticed and started over.
+    for (let i = 1; i < events.length; i++) assert.deepEqual((JSON.parse(events[i]!.json) as Json).prev_events, [events[i - 1]!.event_id]);
     // Both processes hand out the same timeline in the same order.
     const filter = JSON.stringify({ room: { timeline: { limit: 3 * n } } });
     const onA = (await sync(a, anna.access_token, { filter })).rooms.join[roomId].timeline.events.map((e: Json) => e.event_id);
     const onB = (await sync(b, bert.access_token, { filter })).rooms.join[roomId].timeline.events.map((e: Json) => e.event_id);
     assert.deepEqual(onA, onB);
+  });
+
+  test("a member removed through B cannot send through A, which wrote the room's last event", async () => {
+    await a.services.accounts.create("dora", { password: TEST_PASSWORD, role: "user" });
+    const dora = await login(a, "dora");
+    const send = (server: RunningServer, who: Session, txn: string) =>
+      api<Json>(server.url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/${txn}`, { token: who.access_token, body: { msgtype: "m.text", body: txn } });
+    assert.equal((await api(a.url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: dora.access_token, body: {} })).status, 200);
+    // A now holds a view of the room in which dora is a member and its own event is the newest.
+    assert.equal((await send(a, dora, "k1")).status, 200);
+    const kick = await api(b.url, "POST", `/_matrix/client/v3/rooms/${enc(roomId)}/kick`, { token: anna.access_token, body: { user_id: dora.user_id, reason: "Schichtende" } });
+    assert.equal(kick.status, 200, JSON.stringify(kick.body));
+    const before = await a.services.stream.current();
+    const refused = await send(a, dora, "k2");
+    assert.equal(refused.status, 403, JSON.stringify(refused.body));
+    assert.equal(refused.body.errcode, "M_FORBIDDEN");
+    const sent = await dbOf(a).selectFrom("events").select("event_id").where("room_id", "=", roomId).where("sender", "=", dora.user_id).where("type", "=", "m.room.message").execute();
+    assert.equal(sent.length, 1, "only the message from before the kick is stored");
+    // The refused send took no stream position: the next write takes the one after `before`.
+    const next = await send(a, anna, "k3");
+    assert.equal(next.status, 200);
+    assert.equal(await a.services.stream.current(), before + 1);
+    const row = await dbOf(a).selectFrom("events").select("stream_ordering").where("event_id", "=", next.body.event_id).executeTakeFirstOrThrow();
+    assert.equal(Number(row.stream_ordering), before + 1);
   });
 
   test("a sign-out and a lock made through A are honoured by B within its session log's interval", async () => {

@@ -119,16 +119,49 @@ const insertEvent = prepared((db, ...[streamOrdering, eventId, roomId, type, sta
 );
 /**
  * On PostgreSQL, a message's three writes (the event, the room's new head, its transaction id) as
- * one statement: each statement there is a round trip under the stream lock, for which the
- * writers of every process wait. With this, the combined read and the merged savepoints, a
- * message takes three round trips under the lock instead of seven. SQLite has no data-modifying
- * WITH, and its statements are calls within the process. Each argument is bound once (see
- * prepared), so values used twice are passed twice.
+ * one statement, made only while the room's head is still `expectHead` and the transaction id is
+ * new. Each statement there is a round trip under the stream lock, for which the writers of every
+ * process wait. With the conditions, a send can trust its cached view of the room (see send) and
+ * skip the read before the write; after that read they hold by construction. Answers whether the
+ * head matched and the result of an earlier send with the same transaction id; nothing is written
+ * unless the first is true and the second null. SQLite has no data-modifying WITH, and its
+ * statements are calls within the process. Each argument is bound once (see prepared), so values
+ * used twice are passed twice.
  */
 const insertMessagePostgres = prepared(
   (
     db,
-    ...[streamOrdering, eventId, roomId, type, stateKey, sender, ts, depth, json, relatesTo, relType, threadId, membership, txnDevice, txnId, txnUser, txnDeviceAgain, txnIdAgain, txnResult, txnTs, headEventId, headDepth, headStream, headRoomId]: [
+    ...[
+      streamOrdering,
+      eventId,
+      roomId,
+      type,
+      stateKey,
+      sender,
+      ts,
+      depth,
+      json,
+      relatesTo,
+      relType,
+      threadId,
+      membership,
+      txnDevice,
+      txnId,
+      txnUser,
+      txnDeviceAgain,
+      txnIdAgain,
+      txnResult,
+      txnTs,
+      headEventId,
+      headDepth,
+      headStream,
+      headRoomId,
+      expectRoomId,
+      expectHead,
+      priorUser,
+      priorDevice,
+      priorTxn,
+    ]: [
       ...EventValues,
       txnUser: string,
       txnDeviceAgain: string,
@@ -139,15 +172,34 @@ const insertMessagePostgres = prepared(
       headDepth: number,
       headStream: number,
       headRoomId: string,
+      expectRoomId: string,
+      expectHead: string | null,
+      priorUser: string,
+      priorDevice: string,
+      priorTxn: string,
     ]
-  ) => sql`with e as (
+  ) => sql<{ head: boolean; prior: string | null }>`with cur as (
+      select 1 as one from rooms where room_id = ${expectRoomId} and last_event_id is not distinct from ${expectHead}
+    ), prior as (
+      select t.result from event_txns t where t.user_id = ${priorUser} and t.device_id = ${priorDevice} and t.scope = 'send' and t.txn_id = ${priorTxn}
+    ), go as (
+      select 1 as one from cur where not exists (select 1 from prior)
+    ), e as (
       insert into events (stream_ordering, event_id, room_id, type, state_key, sender, origin_server_ts, depth, json, redacted_by, relates_to, rel_type, thread_id, membership, txn_device, txn_id)
-      values (${streamOrdering}, ${eventId}, ${roomId}, ${type}, ${stateKey}, ${sender}, ${ts}, ${depth}, ${json}, null, ${relatesTo}, ${relType}, ${threadId}, ${membership}, ${txnDevice}, ${txnId})
+      select ${streamOrdering}, ${eventId}, ${roomId}, ${type}, ${stateKey}, ${sender}, ${ts}, ${depth}, ${json}, null, ${relatesTo}, ${relType}, ${threadId}, ${membership}, ${txnDevice}, ${txnId} from go
     ), t as (
-      insert into event_txns (user_id, device_id, scope, txn_id, result, created_ts) values (${txnUser}, ${txnDeviceAgain}, 'send', ${txnIdAgain}, ${txnResult}, ${txnTs})
+      insert into event_txns (user_id, device_id, scope, txn_id, result, created_ts) select ${txnUser}, ${txnDeviceAgain}, 'send', ${txnIdAgain}, ${txnResult}, ${txnTs} from go
+    ), h as (
+      update rooms set last_event_id = ${headEventId}, last_depth = ${headDepth}, last_stream = ${headStream} where room_id = ${headRoomId} and exists (select 1 from go)
     )
-    update rooms set last_event_id = ${headEventId}, last_depth = ${headDepth}, last_stream = ${headStream} where room_id = ${headRoomId}`,
+    select exists (select 1 from cur) as head, (select result from prior) as prior`,
 );
+
+/**
+ * Thrown inside a send that trusted its cached view of the room (see send) when the room had moved
+ * on under it, or when the view led to a refusal the full checks must confirm. Nothing was written.
+ */
+class StaleView extends Error {}
 
 /**
  * What the write path knows about one room's current state, valid while the room's newest event
@@ -171,11 +223,25 @@ class RoomSnapshot {
   readonly state = new Map<string, AuthEvent | null>();
   /** Joined members and display names, once loaded (room_members semantics). */
   joined: Map<string, string | null> | null = null;
+  /**
+   * Whether this process's last write to the room found the head where its own write before had
+   * left it: nobody else is writing to the room, so a send may trust this view (trustedView).
+   * Rooms that several processes write to take the reads first, instead of a write that misses.
+   */
+  unshared = false;
 
   constructor(
     readonly roomId: string,
     public head: string | null,
+    /** The head's depth and the room's version: with `head`, what a send would read (RoomRow). */
+    public depth: number,
+    readonly version: string,
   ) {}
+
+  /** The room's row as of `head`, as the reads under the stream lock would find it while it holds. */
+  row(): RoomRow {
+    return { room_version: this.version, last_event_id: this.head, last_depth: this.depth };
+  }
 
   /** The current state events of the given keys, loading those not known yet. */
   async stateEvents(tx: Tx, keys: ReadonlyArray<readonly [string, string]>): Promise<AuthState> {
@@ -254,6 +320,16 @@ export class RoomEvents {
     const contentJson = validateContentSize(ev);
     try {
       return await this.stream.write(async (w) => {
+        const view = this.trustedView(ev, opts.asMember === true);
+        if (view) {
+          try {
+            const stored = await this.persistInTx(w, ev, contentJson, view, true);
+            return { eventId: stored.eventId, streamOrdering: stored.streamOrdering };
+          } catch (err) {
+            // Nothing was written: the room moved on, or the answer needs the full checks below.
+            if (!(err instanceof StaleView)) throw err;
+          }
+        }
         // Asked here only, not also before queueing: a repeat is rare, and a lookup outside the
         // transaction cost every send one more statement while this one is needed anyway.
         // Without a transaction id the repeat check matches nothing (a comparison with null).
@@ -272,6 +348,22 @@ export class RoomEvents {
       }
       throw err;
     }
+  }
+
+  /**
+   * The room as this process last wrote it, if a client's message may be sent on it without the
+   * reads under the stream lock (PostgreSQL only, where each read is a round trip while every
+   * process's writers wait). The write itself checks that the room's head has not moved since and
+   * that the transaction id is new (insertMessagePostgres); while the head holds, so does all
+   * state cached for it, the sender's membership included. Anything else starts over with the
+   * reads, so the answer is the same either way.
+   */
+  private trustedView(ev: NewEvent, asMember: boolean): RoomRow | undefined {
+    if (this.dialect !== "postgres" || !isMergedMessage(ev)) return undefined;
+    const snap = this.snapshots.get(ev.roomId);
+    if (!snap || snap.head === null || !snap.unshared) return undefined;
+    if (asMember && snap.state.get(stateKeyOf("m.room.member", ev.sender))?.content.membership !== "join") return undefined;
+    return snap.row();
   }
 
   /** Persists several events in order in one transaction (room creation). */
@@ -293,8 +385,10 @@ export class RoomEvents {
   /**
    * `contentJson`: the content's canonical JSON as validateContentSize made it, if at hand.
    * `known`: the room's row if already read in this transaction (null: there is none).
+   * `cached`: `known` is the snapshot's view, not read under the lock (see trustedView); the write
+   * then throws StaleView, having written nothing, where that view may have misled it.
    */
-  async persistInTx(w: StreamWrite, ev: NewEvent, contentJson?: string, known?: RoomRow | null): Promise<StoredEvent> {
+  async persistInTx(w: StreamWrite, ev: NewEvent, contentJson?: string, known?: RoomRow | null, cached = false): Promise<StoredEvent> {
     const { tx } = w;
     const isCreate = ev.type === "m.room.create" && ev.stateKey === "";
     let room: RoomRow | undefined = known === undefined ? (await selectRoom(tx, ev.roomId))[0] : (known ?? undefined);
@@ -314,7 +408,7 @@ export class RoomEvents {
       sender: ev.sender,
       content: ev.content,
     };
-    const snap = this.snapshot(ev.roomId, isCreate ? null : room.last_event_id);
+    const snap = this.snapshot(ev.roomId, room);
     const authState = await snap.stateEvents(tx, authEventTypesFor(draft));
     const pdu: Pdu = {
       room_id: ev.roomId,
@@ -332,7 +426,11 @@ export class RoomEvents {
       ...(ev.redacts !== undefined && ev.type === "m.room.redaction" && !version.redactsInContent ? { redacts: ev.redacts } : {}),
     } as Pdu;
     const verdict = checkEventAuth(pdu, authState, version);
-    if (!verdict.ok) throw new MatrixError("M_FORBIDDEN", verdict.reason);
+    if (!verdict.ok) {
+      // The reads decide: the room may have changed, or this may repeat a send that succeeded.
+      if (cached) throw new StaleView();
+      throw new MatrixError("M_FORBIDDEN", verdict.reason);
+    }
 
     const { event: signed, eventId } = finishNewEvent<Pdu & { unsigned?: Record<string, unknown> }>(pdu, this.serverName, this.signingKey, version, contentJson);
     const streamOrdering = w.next();
@@ -351,11 +449,17 @@ export class RoomEvents {
     const rel = relationOf(ev.content);
     const json = JSON.stringify(signed);
     // A plain message with a transaction id on PostgreSQL: its writes go as one (see insertMessagePostgres).
-    if (this.dialect === "postgres" && ev.txn && !isCreate && ev.stateKey === undefined && ev.type !== "m.room.redaction") {
+    if (this.dialect === "postgres" && ev.txn && isMergedMessage(ev)) {
       const { deviceId, txnId } = ev.txn;
       const txnResult = JSON.stringify({ eventId, streamOrdering });
       const threadId = rel?.relType === "m.thread" ? rel.eventId : null;
-      await insertMessagePostgres(tx, streamOrdering, eventId, ev.roomId, ev.type, null, ev.sender, pdu.origin_server_ts, pdu.depth, json, rel?.eventId ?? null, rel?.relType ?? null, threadId, null, deviceId, txnId, ev.sender, deviceId, txnId, txnResult, Date.now(), eventId, pdu.depth, streamOrdering, ev.roomId);
+      const [made] = await insertMessagePostgres(tx, streamOrdering, eventId, ev.roomId, ev.type, null, ev.sender, pdu.origin_server_ts, pdu.depth, json, rel?.eventId ?? null, rel?.relType ?? null, threadId, null, deviceId, txnId, ev.sender, deviceId, txnId, txnResult, Date.now(), eventId, pdu.depth, streamOrdering, ev.roomId, ev.roomId, room.last_event_id, ev.sender, deviceId, txnId);
+      if (!made?.head || made.prior != null) {
+        // After reads under the lock both conditions hold; only a cached view can miss them.
+        if (!cached) throw new Error(`room ${ev.roomId}: its head or transaction ${txnId} changed under the stream lock`);
+        w.giveBack(streamOrdering);
+        throw new StaleView();
+      }
       return this.persisted(w, ev, snap, version, signed, eventId, streamOrdering, json, undefined);
     }
     await insertEvent(
@@ -447,6 +551,7 @@ export class RoomEvents {
     const { tx } = w;
     // The snapshot follows the event: head first (see RoomSnapshot), then the state it changed.
     snap.head = eventId;
+    snap.depth = signed.depth;
     if (ev.stateKey !== undefined) {
       // A private copy: the content object is also part of the event handed to hooks and callers.
       const content = (JSON.parse(json) as Pdu).content;
@@ -471,11 +576,13 @@ export class RoomEvents {
     return stored;
   }
 
-  /** The room's snapshot if it still describes `head`, else a fresh one (see RoomSnapshot). */
-  private snapshot(roomId: string, head: string | null): RoomSnapshot {
+  /** The room's snapshot if it still describes `room`'s head, else a fresh one (see RoomSnapshot). */
+  private snapshot(roomId: string, room: RoomRow): RoomSnapshot {
+    const head = room.last_event_id;
     let snap = this.snapshots.get(roomId);
     if (snap) this.snapshots.delete(roomId);
-    if (!snap || snap.head !== head || head === null) snap = new RoomSnapshot(roomId, head);
+    if (!snap || snap.head !== head || head === null) snap = new RoomSnapshot(roomId, head, room.last_depth, room.room_version);
+    else snap.unshared = true;
     if (this.snapshots.size >= SNAPSHOT_LIMIT) this.snapshots.delete(this.snapshots.keys().next().value!);
     // Re-inserted, so the map's order is least recently written first.
     this.snapshots.set(roomId, snap);
@@ -513,6 +620,11 @@ export class RoomEvents {
     }
     return state;
   }
+}
+
+/** A message that is not state, a redaction or a room's creation: on PostgreSQL, one statement (insertMessagePostgres). */
+function isMergedMessage(ev: NewEvent): boolean {
+  return ev.txn !== undefined && ev.stateKey === undefined && ev.type !== "m.room.redaction";
 }
 
 /** Refuses content that has no canonical form or is too large; returns the content's canonical JSON. */

@@ -124,6 +124,27 @@ for (const kind of DB_KINDS) {
       assert.deepEqual([...x.wakes[0]!.users].sort(), ["@a:test", "@c:test"]);
     });
 
+    test("a position handed back is given out again; only the last one given can be handed back", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      const a = x.stream.write(async (w) => {
+        const first = w.next();
+        const unused = w.next();
+        assert.throws(() => w.giveBack(first), /handed back, but the last one given was/);
+        w.giveBack(unused);
+        const again = w.next();
+        await w.tx.insertInto("account_data").values({ user_id: "@gb:test", room_id: "", type: "t.1", content: "{}", stream_pos: first }).execute();
+        await w.tx.insertInto("account_data").values({ user_id: "@gb:test", room_id: "", type: "t.2", content: "{}", stream_pos: again }).execute();
+        w.touch({ users: ["@gb:test"] });
+        return [first, unused, again];
+      });
+      const b = x.stream.write((w) => putItems(w, "@gb2:test", 1));
+      assert.deepEqual(await a, [start + 1, start + 2, start + 2]);
+      assert.deepEqual(await b, [start + 3]);
+      assert.equal(await x.stream.current(), start + 3);
+    });
+
     test("a failing first or last write of a batch is undone alone, next to writes that share its savepoint statements", async (t) => {
       // On PostgreSQL one write's release and the next one's savepoint go as one statement, and
       // the last write's savepoint is released by the commit: failures at both ends of a batch.

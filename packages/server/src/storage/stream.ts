@@ -11,6 +11,11 @@ export interface StreamWrite {
   /** Next stream position; every persisted stream item (event, receipt, account data…) takes one. */
   next(): number;
   /**
+   * Hands back `position`, the last one `next` gave, when nothing was written at it (a write that
+   * found its cached view out of date and starts over): positions stay gap-free.
+   */
+  giveBack(position: number): void;
+  /**
    * Rooms and users whose sync waiters must wake once this write commits. `kind: "presence"`
    * says the news is only a presence change, so long-polls whose filter leaves out presence
    * need not wake (see isPresenceOnly); without it, the news may be anything.
@@ -144,6 +149,10 @@ export class StreamWriter {
           const w: StreamWrite = {
             tx,
             next: () => ++pos,
+            giveBack: (p) => {
+              if (p !== pos) throw new Error(`stream position ${p} handed back, but the last one given was ${pos}`);
+              pos--;
+            },
             touch: (t) => {
               for (const r of t.rooms ?? []) rooms.add(r);
               for (const u of t.users ?? []) users.add(u);
