@@ -339,7 +339,11 @@ export class RoomEvents {
         const room = row?.room_version != null ? { room_version: row.room_version, last_event_id: row.last_event_id, last_depth: Number(row.last_depth) } : null;
         const stored = await this.persistInTx(w, ev, contentJson, room);
         return { eventId: stored.eventId, streamOrdering: stored.streamOrdering };
-      });
+        // Replayable: outside its transaction a send changes the room's view, which the next
+        // write checks against the database, and the hooks wake push delivery, which a second
+        // wake-up does not disturb. The persisted-events metric counts a replayed event twice,
+        // as it already counts one whose transaction is rolled back.
+      }, { replayable: true });
     } catch (err) {
       // A concurrent retry with the same transaction id may have won the race to insert it.
       if (ev.txn && !(err instanceof MatrixError)) {

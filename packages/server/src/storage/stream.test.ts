@@ -145,6 +145,47 @@ for (const kind of DB_KINDS) {
       assert.equal(await x.stream.current(), start + 3);
     });
 
+    test("replayable writes: a failing one is undone alone, and the others commit once", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      const runs = new Map<string, number>();
+      const put = (user: string, count: number, fail = false) =>
+        x.stream.write(
+          async (w) => {
+            runs.set(user, (runs.get(user) ?? 0) + 1);
+            const positions = await putItems(w, user, count);
+            if (fail) throw new Error(`${user} refuses`);
+            return positions;
+          },
+          { replayable: true },
+        );
+      // All clean: one run each.
+      const clean = await Promise.all([put("@r1:test", 1), put("@r2:test", 2)]);
+      assert.deepEqual(clean, [[start + 1], [start + 2, start + 3]]);
+      assert.deepEqual([...runs.values()], [1, 1]);
+      runs.clear();
+      const [ra, rb, rc] = await Promise.allSettled([put("@ra:test", 2), put("@rb:test", 3, true), put("@rc:test", 1)]);
+      assert.deepEqual(ra, { status: "fulfilled", value: [start + 4, start + 5] });
+      assert.equal(rb.status, "rejected");
+      assert.match(String((rb as PromiseRejectedResult).reason), /@rb:test refuses/);
+      assert.deepEqual(rc, { status: "fulfilled", value: [start + 6] });
+      for (const [u, want] of [
+        ["@ra:test", [start + 4, start + 5]],
+        ["@rb:test", []],
+        ["@rc:test", [start + 6]],
+      ] as const)
+        assert.deepEqual(await storedPositions(x, u), want);
+      assert.equal(await x.stream.current(), start + 6);
+      // On PostgreSQL the batch first ran without savepoints and was run again with them after the
+      // failure: the writes before the failing one ran twice, the one after it once. SQLite runs
+      // every batch with savepoints.
+      const again = kind === "postgres" ? 2 : 1;
+      assert.deepEqual(Object.fromEntries(runs), { "@ra:test": again, "@rb:test": again, "@rc:test": 1 });
+      // One wake-up for the committed batch, not naming the failed write.
+      assert.deepEqual(x.wakes.map((wk) => [...wk.users].sort()), [["@r1:test", "@r2:test"], ["@ra:test", "@rc:test"]]);
+    });
+
     test("a failing first or last write of a batch is undone alone, next to writes that share its savepoint statements", async (t) => {
       // On PostgreSQL one write's release and the next one's savepoint go as one statement, and
       // the last write's savepoint is released by the commit: failures at both ends of a batch.

@@ -41,6 +41,8 @@ export function isPresenceOnly(w: WakeUp): boolean {
 
 interface Pending {
   fn: (w: StreamWrite) => Promise<unknown>;
+  /** See WriteOptions.replayable. */
+  replayable: boolean;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
   outcome?: { ok: true; value: unknown } | { ok: false; err: unknown };
@@ -50,6 +52,20 @@ interface Pending {
   /** Whether everything it touched was touched as presence news. */
   presenceOnly?: boolean;
 }
+
+export interface WriteOptions {
+  /**
+   * The write function has no effect outside its transaction that running it again would repeat
+   * wrongly (caches checked against the database are fine), so it may be run a second time after
+   * a rollback. On PostgreSQL a batch of such writes first runs without savepoints, which saves a
+   * round trip per write under the stream lock; if one of them fails, the whole batch is rolled
+   * back and run again with them, so each write still succeeds or fails on its own.
+   */
+  replayable?: boolean;
+}
+
+/** Thrown inside a savepoint-free run when a write failed: the run is rolled back and repeated with savepoints. */
+class RunAgainWithSavepoints extends Error {}
 
 /**
  * Most writes one commit carries. Large enough to absorb every concurrent sender of a busy
@@ -95,9 +111,9 @@ export class StreamWriter {
     private readonly bus: Bus,
   ) {}
 
-  write<T>(fn: (w: StreamWrite) => Promise<T>): Promise<T> {
+  write<T>(fn: (w: StreamWrite) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({ fn, replayable: opts.replayable === true, resolve: resolve as (v: unknown) => void, reject });
       if (!this.draining) {
         this.draining = true;
         setImmediate(() => void this.drain());
@@ -124,83 +140,27 @@ export class StreamWriter {
   }
 
   private async runBatch(batch: Pending[]): Promise<void> {
+    const postgres = this.storage.dialect === "postgres";
     // A lone write needs no savepoint: its failure rolls back the whole transaction, which is
-    // exactly its own work.
-    const single = batch.length === 1;
-    let start = 0;
-    let pos = 0;
-    try {
-      await this.storage.db.transaction().execute(async (tx) => {
-        const locked =
-          this.storage.dialect === "postgres"
-            ? await sql<{ value: number }>`select value from counters where name = 'stream' for update`.execute(tx)
-            : await sql<{ value: number }>`select value from counters where name = 'stream'`.execute(tx);
-        start = Number(locked.rows[0]?.value ?? 0);
-        pos = start;
-        const postgres = this.storage.dialect === "postgres";
-        // Whether no savepoint is open between two writes (see below).
-        let released = true;
-        for (const [i, item] of batch.entries()) {
-          const before = pos;
-          const rooms = new Set<string>();
-          const users = new Set<string>();
-          const keys = new Set<string>();
-          let presenceOnly = true;
-          const w: StreamWrite = {
-            tx,
-            next: () => ++pos,
-            giveBack: (p) => {
-              if (p !== pos) throw new Error(`stream position ${p} handed back, but the last one given was ${pos}`);
-              pos--;
-            },
-            touch: (t) => {
-              for (const r of t.rooms ?? []) rooms.add(r);
-              for (const u of t.users ?? []) users.add(u);
-              if (t.kind !== "presence") presenceOnly = false;
-            },
-            keysChanged: (u) => {
-              for (const x of u) keys.add(x);
-            },
-          };
-          if (single) {
-            item.outcome = { ok: true, value: await item.fn(w) };
-          } else {
-            if (released) await sql`savepoint stream_write`.execute(tx);
-            released = false;
-            try {
-              item.outcome = { ok: true, value: await item.fn(w) };
-            } catch (err) {
-              // Undo this write only; a failure to do so (a broken connection) fails the batch.
-              await sql`rollback to savepoint stream_write`.execute(tx);
-              await sql`release savepoint stream_write`.execute(tx);
-              released = true;
-              pos = before;
-              item.outcome = { ok: false, err };
-              continue;
-            }
-            if (!postgres) {
-              await sql`release savepoint stream_write`.execute(tx);
-              released = true;
-            } else if (i < batch.length - 1) {
-              // On PostgreSQL every statement is a round trip under the counter lock, which
-              // serialises the writers of every process: one write's release and the next one's
-              // savepoint go as one simple-protocol query (no parameters), and the last write's
-              // savepoint is left to the commit, which releases it.
-              await sql`release savepoint stream_write; savepoint stream_write`.execute(tx);
-            }
-          }
-          item.rooms = rooms;
-          item.users = users;
-          item.keys = keys;
-          item.presenceOnly = presenceOnly;
+    // exactly its own work. On PostgreSQL, neither does a batch of replayable writes at first.
+    let savepoints = batch.length > 1 && !(postgres && batch.every((p) => p.replayable));
+    let positions: { start: number; pos: number };
+    for (;;) {
+      try {
+        positions = await this.runTransaction(batch, savepoints);
+        break;
+      } catch (err) {
+        if (err instanceof RunAgainWithSavepoints) {
+          savepoints = true;
+          for (const item of batch) delete item.outcome;
+          continue;
         }
-        if (pos !== start) await tx.updateTable("counters").set({ value: pos }).where("name", "=", "stream").execute();
-      });
-    } catch (err) {
-      // Nothing of this batch committed. A write that failed on its own keeps its own error.
-      for (const item of batch) item.reject(item.outcome?.ok === false ? item.outcome.err : err);
-      return;
+        // Nothing of this batch committed. A write that failed on its own keeps its own error.
+        for (const item of batch) item.reject(item.outcome?.ok === false ? item.outcome.err : err);
+        return;
+      }
     }
+    const { start, pos } = positions;
     if (pos !== start) {
       const rooms = new Set<string>();
       const users = new Set<string>();
@@ -229,6 +189,90 @@ export class StreamWriter {
       if (o.ok) item.resolve(o.value);
       else item.reject(o.err);
     }
+  }
+
+  /**
+   * Runs the batch's writes in one transaction and commits it; returns the positions it took.
+   * `savepoints`: each write of several runs inside its own, so a failing one is undone alone.
+   * Without them, a failing write (of a batch of several) rolls back the whole run, which then
+   * throws RunAgainWithSavepoints.
+   */
+  private async runTransaction(batch: Pending[], savepoints: boolean): Promise<{ start: number; pos: number }> {
+    const postgres = this.storage.dialect === "postgres";
+    let start = 0;
+    let pos = 0;
+    await this.storage.db.transaction().execute(async (tx) => {
+      const locked = postgres
+        ? await sql<{ value: number }>`select value from counters where name = 'stream' for update`.execute(tx)
+        : await sql<{ value: number }>`select value from counters where name = 'stream'`.execute(tx);
+      start = Number(locked.rows[0]?.value ?? 0);
+      pos = start;
+      // Whether no savepoint is open between two writes (see below).
+      let released = true;
+      for (const [i, item] of batch.entries()) {
+        const before = pos;
+        const rooms = new Set<string>();
+        const users = new Set<string>();
+        const keys = new Set<string>();
+        let presenceOnly = true;
+        const w: StreamWrite = {
+          tx,
+          next: () => ++pos,
+          giveBack: (p) => {
+            if (p !== pos) throw new Error(`stream position ${p} handed back, but the last one given was ${pos}`);
+            pos--;
+          },
+          touch: (t) => {
+            for (const r of t.rooms ?? []) rooms.add(r);
+            for (const u of t.users ?? []) users.add(u);
+            if (t.kind !== "presence") presenceOnly = false;
+          },
+          keysChanged: (u) => {
+            for (const x of u) keys.add(x);
+          },
+        };
+        if (!savepoints) {
+          try {
+            item.outcome = { ok: true, value: await item.fn(w) };
+          } catch (err) {
+            item.outcome = { ok: false, err };
+            // A lone write's failure is the transaction's; in a batch, the others run again.
+            if (batch.length > 1) throw new RunAgainWithSavepoints();
+            throw err;
+          }
+        } else {
+          if (released) await sql`savepoint stream_write`.execute(tx);
+          released = false;
+          try {
+            item.outcome = { ok: true, value: await item.fn(w) };
+          } catch (err) {
+            // Undo this write only; a failure to do so (a broken connection) fails the batch.
+            await sql`rollback to savepoint stream_write`.execute(tx);
+            await sql`release savepoint stream_write`.execute(tx);
+            released = true;
+            pos = before;
+            item.outcome = { ok: false, err };
+            continue;
+          }
+          if (!postgres) {
+            await sql`release savepoint stream_write`.execute(tx);
+            released = true;
+          } else if (i < batch.length - 1) {
+            // On PostgreSQL every statement is a round trip under the counter lock, which
+            // serialises the writers of every process: one write's release and the next one's
+            // savepoint go as one simple-protocol query (no parameters), and the last write's
+            // savepoint is left to the commit, which releases it.
+            await sql`release savepoint stream_write; savepoint stream_write`.execute(tx);
+          }
+        }
+        item.rooms = rooms;
+        item.users = users;
+        item.keys = keys;
+        item.presenceOnly = presenceOnly;
+      }
+      if (pos !== start) await tx.updateTable("counters").set({ value: pos }).where("name", "=", "stream").execute();
+    });
+    return { start, pos };
   }
 
   /**
