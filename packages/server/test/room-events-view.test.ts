@@ -11,9 +11,11 @@ type Login = { user_id: string; access_token: string; device_id: string };
  * PostgreSQL a client's message is written on that view without reading the room first, on the
  * condition that the room's head is still the one the view names. A write that is rolled back
  * after its event was built leaves a view naming an event the database never kept: the next
- * message must notice, and follow the last event that was kept.
+ * message must notice, and follow the last event that was kept. Messages that share a commit run
+ * there without savepoints first (storage/stream.ts, replayable writes): one refused among them
+ * must leave the others as if it had never been sent.
  */
-describeEachDatabase("room events: a view left behind by a rolled-back write", ({ server }) => {
+describeEachDatabase("room events: cached views of rooms, and messages sharing a commit", ({ server }) => {
   let anna: Login;
   let roomId: string;
 
@@ -59,5 +61,25 @@ describeEachDatabase("room events: a view left behind by a rolled-back write", (
     const retried = await send("v4", "verworfen");
     assert.equal(retried.status, 200, JSON.stringify(retried.body));
     assert.deepEqual((JSON.parse((await stored(retried.body.event_id)).json) as Json).prev_events, [next.body.event_id]);
+  });
+
+  test("an outsider's message among members' messages in one commit is refused alone", async () => {
+    const outsider = await server().createUser("olaf");
+    const events = server().services.roomEvents;
+    const before = await server().services.stream.current();
+    const msg = (sender: string, txnId: string) => ({ roomId, sender, type: "m.room.message", content: { msgtype: "m.text", body: txnId }, txn: { deviceId: "D", txnId } });
+    // Queued in one tick, so they share one transaction (on PostgreSQL first run without
+    // savepoints, then again with them once the outsider's write has failed).
+    const results = await Promise.allSettled([events.send(msg(anna.user_id, "b1"), { asMember: true }), events.send(msg(outsider, "b2"), { asMember: true }), events.send(msg(anna.user_id, "b3"), { asMember: true })]);
+    assert.equal(results[0]!.status, "fulfilled");
+    assert.equal(results[2]!.status, "fulfilled");
+    assert.equal(results[1]!.status, "rejected");
+    assert.equal(((results[1] as PromiseRejectedResult).reason as { errcode?: string }).errcode, "M_FORBIDDEN");
+    const [first, third] = [results[0], results[2]].map((r) => (r as PromiseFulfilledResult<{ eventId: string; streamOrdering: number }>).value);
+    assert.deepEqual([first!.streamOrdering, third!.streamOrdering], [before + 1, before + 2]);
+    assert.equal(await server().services.stream.current(), before + 2);
+    assert.deepEqual((JSON.parse((await stored(third!.eventId)).json) as Json).prev_events, [first!.eventId]);
+    const fromOutsider = await server().services.storage.db.selectFrom("events").select("event_id").where("sender", "=", outsider).execute();
+    assert.deepEqual(fromOutsider, []);
   });
 });
