@@ -204,8 +204,9 @@ class StaleView extends Error {}
 /**
  * What the write path knows about one room's current state, valid while the room's newest event
  * (`rooms.last_event_id`) is still `head`. Every event write reads that row anyway (for
- * prev_events and depth) inside its transaction, under the stream lock, so checking it costs
- * nothing and makes the cache safe without any invalidation protocol:
+ * prev_events and depth) inside its transaction, under the stream lock, or, for a message written
+ * on this view (trustedView), makes its statement conditional on it; so checking it costs nothing
+ * and makes the cache safe without any invalidation protocol:
  *
  * - a write by another process (PostgreSQL) moves the head, so the next write here reloads;
  * - a write here moves `head` to the new event id *before* the cache is changed for it, so a

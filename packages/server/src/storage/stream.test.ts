@@ -186,6 +186,44 @@ for (const kind of DB_KINDS) {
       assert.deepEqual(x.wakes.map((wk) => [...wk.users].sort()), [["@r1:test", "@r2:test"], ["@ra:test", "@rc:test"]]);
     });
 
+    test("a replayable write that fails only when run again is undone, and its first run names no one", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      let fickleRuns = 0;
+      const fickle = x.stream.write(
+        async (w) => {
+          fickleRuns++;
+          const positions = await putItems(w, "@fickle:test", 1);
+          if (fickleRuns > 1) throw new Error("refuses the second time");
+          return positions;
+        },
+        { replayable: true },
+      );
+      const refusing = x.stream.write(
+        async (w) => {
+          await putItems(w, "@refusing:test", 1);
+          throw new Error("refuses");
+        },
+        { replayable: true },
+      );
+      const fine = x.stream.write((w) => putItems(w, "@fine:test", 1), { replayable: true });
+      const [rf, rr, ok] = await Promise.allSettled([fickle, refusing, fine]);
+      assert.equal(rr.status, "rejected");
+      if (kind === "postgres") {
+        assert.deepEqual(ok, { status: "fulfilled", value: [start + 1] });
+        // Its first run, rolled back with the others, succeeded; the second, which counts, failed.
+        assert.equal(fickleRuns, 2);
+        assert.equal(rf.status, "rejected");
+        assert.deepEqual(await storedPositions(x, "@fickle:test"), []);
+        assert.deepEqual(x.wakes.map((wk) => [...wk.users]), [["@fine:test"]]);
+      } else {
+        assert.equal(fickleRuns, 1);
+        assert.deepEqual(rf, { status: "fulfilled", value: [start + 1] });
+        assert.deepEqual(ok, { status: "fulfilled", value: [start + 2] });
+      }
+    });
+
     test("a failing first or last write of a batch is undone alone, next to writes that share its savepoint statements", async (t) => {
       // On PostgreSQL one write's release and the next one's savepoint go as one statement, and
       // the last write's savepoint is released by the commit: failures at both ends of a batch.

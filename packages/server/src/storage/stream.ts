@@ -95,6 +95,10 @@ const MAX_BATCH = 256;
  *   write has been made durable (synchronous=FULL stays on); if the commit fails, every write
  *   of the batch fails with that error and none is acknowledged.
  *
+ * On PostgreSQL each savepoint statement is a round trip under the lock, so a batch of writes
+ * that may run twice (WriteOptions.replayable) first runs without them, and only if one of its
+ * writes fails runs again with them.
+ *
  * Batching needs no timer: a batch takes whatever has queued up by the time it starts (see
  * `drain`), so batches grow exactly as fast as writes arrive, and a lone write waits only for
  * one turn of the event loop.
@@ -152,7 +156,15 @@ export class StreamWriter {
       } catch (err) {
         if (err instanceof RunAgainWithSavepoints) {
           savepoints = true;
-          for (const item of batch) delete item.outcome;
+          // What the rolled-back run recorded must not outlive it: a write that succeeded there
+          // may fail in the second run, and must then name no one in the wake-up.
+          for (const item of batch) {
+            delete item.outcome;
+            delete item.rooms;
+            delete item.users;
+            delete item.keys;
+            delete item.presenceOnly;
+          }
           continue;
         }
         // Nothing of this batch committed. A write that failed on its own keeps its own error.
