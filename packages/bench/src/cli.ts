@@ -52,7 +52,7 @@ const usage = `usage: npm run bench -- --scenario ${Object.keys(scenarios).join(
   [--heap-live]                         with --cpu-prof: the allocation profile keeps only what is still alive at the end (what waiting requests hold)
   scenario knobs: --senders N --seconds N (send), --members N --messages N --rate N (fanout),
                   --logins N --concurrency N (login),
-                  --rooms N --connections N --rate N --seconds N --poll-timeout S --presence-online 1 (sync),
+                  --rooms N --connections N --rate N --seconds N --poll-timeout S --presence-online 1 --poll-filter-id 1 (sync),
                   --members N --devices N --otks N (e2ee), --max-mib N (media: 1, 50, 1024 MiB up to N),
                   --users N --rooms N --per-user N --max-room N --connections N --step N --settle S (idle),
                   --members N --messages N --rate N (floor: the fanout wave against a bare server, no Revier)`;

@@ -13,6 +13,7 @@ import { keepAliveAgent, rawRequest } from "./http.js";
 export interface PollerSession {
   baseUrl: string;
   accessToken: string;
+  userId: string;
 }
 
 export interface PollerOptions {
@@ -23,6 +24,11 @@ export interface PollerOptions {
   presence: "online" | "offline" | "unavailable";
   /** Filter of the long-polls (JSON). */
   filter: string;
+  /**
+   * Store the filter once per session (POST /user/{userId}/filter) and long-poll with its id, as
+   * Element and matrix-js-sdk do; otherwise every long-poll carries the filter's JSON in its URL.
+   */
+  filterId: boolean;
   /** Initial syncs in flight at once. */
   initialConcurrency: number;
 }
@@ -67,13 +73,13 @@ if (process.send && process.env.REVIER_POLLER_OPTIONS) {
     await new Promise((r) => setTimeout(r, 1000 + Math.random() * 1000));
   };
 
-  const longPoll = async (s: PollerSession, from: string) => {
+  const longPoll = async (s: PollerSession, from: string, filter: string) => {
     let since = from;
     status.polling++;
     while (!stopped) {
       status.waiting++;
       try {
-        const res = await get(s, { since, timeout: String(opts.timeoutMs), filter: opts.filter });
+        const res = await get(s, { since, timeout: String(opts.timeoutMs), filter });
         status.waiting--;
         if (res.status !== 200) throw new Error(`HTTP ${res.status} ${res.body.toString("utf8").slice(0, 120)}`);
         const body = JSON.parse(res.body.toString("utf8")) as { next_batch: string; rooms?: { join?: Record<string, unknown> }; to_device?: { events?: unknown[] } };
@@ -95,12 +101,26 @@ if (process.send && process.env.REVIER_POLLER_OPTIONS) {
       void (async () => {
         for (;;) {
           try {
+            let filter = opts.filter;
+            if (opts.filterId) {
+              const stored = await rawRequest({
+                url: `${s.baseUrl}/_matrix/client/v3/user/${encodeURIComponent(s.userId)}/filter`,
+                method: "POST",
+                json: JSON.parse(opts.filter) as unknown,
+                token: s.accessToken,
+                agent,
+                signal: controller.signal,
+                ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+              });
+              if (stored.status !== 200) throw new Error(`filter upload: HTTP ${stored.status} ${stored.body.toString("utf8").slice(0, 120)}`);
+              filter = (JSON.parse(stored.body.toString("utf8")) as { filter_id: string }).filter_id;
+            }
             const res = await get(s, { timeout: "0", filter: TOKEN_ONLY_FILTER });
             if (res.status !== 200) throw new Error(`HTTP ${res.status} ${res.body.toString("utf8").slice(0, 120)}`);
             const token = (JSON.parse(res.body.toString("utf8")) as { next_batch: string }).next_batch;
             initialInFlight--;
             pump();
-            void longPoll(s, token);
+            void longPoll(s, token, filter);
             return;
           } catch (err) {
             await fail(err);

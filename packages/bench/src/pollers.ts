@@ -14,6 +14,8 @@ export interface PoolOptions {
   timeoutMs: number;
   presence: PollerOptions["presence"];
   filter: string;
+  /** See PollerOptions.filterId. */
+  filterId?: boolean;
   initialConcurrency?: number;
 }
 
@@ -72,6 +74,7 @@ export class PollerPool {
       timeoutMs: this.opts.timeoutMs,
       presence: this.opts.presence,
       filter: this.opts.filter,
+      filterId: this.opts.filterId === true,
       initialConcurrency: this.opts.initialConcurrency ?? 16,
     };
     const proc = fork(new URL("./poller-child.js", import.meta.url), [], { env: { ...process.env, REVIER_POLLER_OPTIONS: JSON.stringify(options) }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
@@ -89,7 +92,7 @@ export class PollerPool {
       const take = rest.slice(0, this.opts.perProcess - child.assigned);
       rest = rest.slice(take.length);
       child.assigned += take.length;
-      await child.request({ type: "add", sessions: take.map((s) => ({ baseUrl: s.baseUrl, accessToken: s.accessToken })) });
+      await child.request({ type: "add", sessions: take.map((s) => ({ baseUrl: s.baseUrl, accessToken: s.accessToken, userId: s.userId })) });
     }
   }
 

@@ -20,7 +20,9 @@ const SLOW_MS = 50;
  *    median of three).
  * 2. C idle users, in team rooms of their own, each hold a /sync long-poll open (Element's 30 s
  *    timeout; by default without announcing presence, see `--presence-online`), opened in steps
- *    while the server's resident memory is read after each step.
+ *    while the server's resident memory is read after each step. By default each long-poll
+ *    carries its filter's JSON in the URL; `--poll-filter-id 1` stores the filter once per user
+ *    and long-polls with its id, as Element and matrix-js-sdk do (and as `fanout`'s members do).
  * 3. With all of that open, helpers send B messages/s into A's rooms. A and a few helpers make
  *    incremental syncs (`since` the last token, `timeout=0`) every 250 ms: their latency is the
  *    figure the issue's < 50 ms target is about. Other helpers long-poll and give ack → delivery.
@@ -38,6 +40,7 @@ export const syncScenario: Scenario = async (ctx) => {
   const warmup = ctx.num("warmup", 5);
   const pollTimeoutS = ctx.num("poll-timeout", 30);
   const presenceOnline = ctx.num("presence-online", 0) === 1;
+  const pollFilterId = ctx.num("poll-filter-id", 0) === 1;
   const step = ctx.num("step", ctx.quick ? 100 : 2000);
   const incrementalClients = Math.min(helpers - 1, ctx.num("incremental-clients", 4));
   const intervalMs = ctx.num("interval-ms", 250);
@@ -99,7 +102,7 @@ export const syncScenario: Scenario = async (ctx) => {
   if (settled.reclaimed === false) notes.push(`the server did not compact its heap within ${Math.round(settled.waitedS)} s of seeding: the first memory reading may still hold the seeding's garbage`);
 
   const sampler = new RssSampler(target.pids ?? [], 1000).start();
-  const pollers = PollerPool.create({ perProcess: 5000, timeoutMs: pollTimeoutS * 1000, presence: presenceOnline ? "online" : "offline", filter: LEAN_FILTER }, target.urls[0]!);
+  const pollers = PollerPool.create({ perProcess: 5000, timeoutMs: pollTimeoutS * 1000, presence: presenceOnline ? "online" : "offline", filter: LEAN_FILTER, filterId: pollFilterId }, target.urls[0]!);
   ctx.progress(`opening ${connections} idle long-polls, ${step} at a time`);
   const connectStarted = Date.now();
   await target.profile?.("start");
@@ -251,6 +254,7 @@ export const syncScenario: Scenario = async (ctx) => {
   const at20k = measured.connections >= FULL.connections ? measured.rssBytes : measured.rssBytes !== null ? measured.rssBytes + fit.slope * (FULL.connections - measured.connections) : null;
   if (measured.connections < FULL.connections && at20k !== null) notes.push(`RSS at 20,000 connections extrapolated from ${measured.connections} along the measured slope`);
   if (!presenceOnline) notes.push("idle long-polls send set_presence=offline (presence fan-out measured separately with --presence-online 1)");
+  notes.push(pollFilterId ? "idle long-polls name a stored filter by its id, as Element does" : "idle long-polls carry their filter's JSON in the URL (--poll-filter-id 1: a stored filter's id, as Element sends)");
 
   const first = initial[0]!;
   const incP99 = percentile(incremental, 99);
@@ -299,7 +303,7 @@ export const syncScenario: Scenario = async (ctx) => {
   ];
   if (pollerStatus && pollerStatus.errors > 0) notes.push(`poller errors: ${pollerStatus.errors}, last: ${pollerStatus.lastError}`);
   return {
-    parameters: { rooms, room_members: roomMembers, room_messages: roomMessages, timeline_limit: timelineLimit, connections_wanted: wanted, idle_room_size: idleRoomSize, rate, seconds, poll_timeout_s: pollTimeoutS, presence_online: presenceOnline ? 1 : 0 },
+    parameters: { rooms, room_members: roomMembers, room_messages: roomMessages, timeline_limit: timelineLimit, connections_wanted: wanted, idle_room_size: idleRoomSize, rate, seconds, poll_timeout_s: pollTimeoutS, presence_online: presenceOnline ? 1 : 0, poll_filter_id: pollFilterId ? 1 : 0 },
     figures,
     checks,
     notes,
