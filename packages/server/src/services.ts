@@ -112,7 +112,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   // Password attempts in user-interactive auth share the login limit (keyed per user).
   const uia = new Uia(db, accounts, () => services.rateLimits.login);
   const roomEvents = new RoomEvents(db, storage.dialect, stream, config.serverName, signingKey);
-  roomEvents.onPersist(async () => metrics.eventsPersisted.inc());
+  roomEvents.onCommitted((count) => metrics.eventsPersisted.inc(count));
   const rooms = new Rooms(db, roomEvents, accounts, config.serverName, stream);
   const accountData = new AccountData(db, stream);
   const ephemeral = new Ephemeral(db, stream, accountData);

@@ -66,6 +66,8 @@ describeEachDatabase("room events: cached views of rooms, and messages sharing a
   test("an outsider's message among members' messages in one commit is refused alone", async () => {
     const outsider = await server().createUser("olaf");
     const events = server().services.roomEvents;
+    const persisted = async () => (await server().services.metrics.eventsPersisted.get()).values[0]?.value ?? 0;
+    const countedBefore = await persisted();
     const before = await server().services.stream.current();
     const msg = (sender: string, txnId: string) => ({ roomId, sender, type: "m.room.message", content: { msgtype: "m.text", body: txnId }, txn: { deviceId: "D", txnId } });
     // Queued in one tick, so they share one transaction (on PostgreSQL first run without
@@ -81,5 +83,10 @@ describeEachDatabase("room events: cached views of rooms, and messages sharing a
     assert.deepEqual((JSON.parse((await stored(third!.eventId)).json) as Json).prev_events, [first!.eventId]);
     const fromOutsider = await server().services.storage.db.selectFrom("events").select("event_id").where("sender", "=", outsider).execute();
     assert.deepEqual(fromOutsider, []);
+    // Counted once each when committed, although on PostgreSQL the first ran twice; a repeat of a
+    // transaction id stores nothing new and is not counted.
+    assert.equal(await persisted(), countedBefore + 2);
+    assert.equal((await events.send(msg(anna.user_id, "b1"), { asMember: true })).eventId, first!.eventId);
+    assert.equal(await persisted(), countedBefore + 2);
   });
 });

@@ -298,6 +298,7 @@ interface RoomRow {
  */
 export class RoomEvents {
   private readonly hooks: PersistHook[] = [];
+  private readonly committedListeners: Array<(count: number) => void> = [];
   private readonly snapshots = new Map<string, RoomSnapshot>();
 
   constructor(
@@ -313,19 +314,36 @@ export class RoomEvents {
   }
 
   /**
+   * Hears how many new events each committed write stored. Hooks run inside the transaction, once
+   * per run: a write rolled back, or run twice (a replayed batch, see WriteOptions.replayable in storage/stream.ts), would
+   * be counted there as often as it ran.
+   */
+  onCommitted(listener: (count: number) => void): void {
+    this.committedListeners.push(listener);
+  }
+
+  private committed(count: number): void {
+    if (count > 0) for (const listener of this.committedListeners) listener(count);
+  }
+
+  /**
    * Sends one event; with a transaction id, a repeat returns the first event's id. `asMember`: only
    * as a joined member of the room (a client's send), else M_FORBIDDEN, whether or not the room
    * exists; checked under the stream lock with the other reads, so it costs no statement of its own.
    */
   async send(ev: NewEvent, opts: { asMember?: boolean } = {}): Promise<{ eventId: string; streamOrdering: number }> {
     const contentJson = validateContentSize(ev);
+    // Whether the run that committed stored a new event (a repeat returns the first one's).
+    let stored = false;
     try {
-      return await this.stream.write(async (w) => {
+      const result = await this.stream.write(async (w) => {
+        stored = false;
         const view = this.trustedView(ev, opts.asMember === true);
         if (view) {
           try {
-            const stored = await this.persistInTx(w, ev, contentJson, view, true);
-            return { eventId: stored.eventId, streamOrdering: stored.streamOrdering };
+            const made = await this.persistInTx(w, ev, contentJson, view, true);
+            stored = true;
+            return { eventId: made.eventId, streamOrdering: made.streamOrdering };
           } catch (err) {
             // Nothing was written: the room moved on, or the answer needs the full checks below.
             if (!(err instanceof StaleView)) throw err;
@@ -338,13 +356,15 @@ export class RoomEvents {
         if (opts.asMember && row?.membership !== "join") throw notAMember();
         if (row?.prior != null) return JSON.parse(row.prior) as { eventId: string; streamOrdering: number };
         const room = row?.room_version != null ? { room_version: row.room_version, last_event_id: row.last_event_id, last_depth: Number(row.last_depth) } : null;
-        const stored = await this.persistInTx(w, ev, contentJson, room);
-        return { eventId: stored.eventId, streamOrdering: stored.streamOrdering };
+        const made = await this.persistInTx(w, ev, contentJson, room);
+        stored = true;
+        return { eventId: made.eventId, streamOrdering: made.streamOrdering };
         // Replayable: outside its transaction a send changes the room's view, which the next
         // write checks against the database, and the hooks wake push delivery, which a second
-        // wake-up does not disturb. The persisted-events metric counts a replayed event twice,
-        // as it already counts one whose transaction is rolled back.
+        // wake-up does not disturb. Counting waits for the commit (onCommitted).
       }, { replayable: true });
+      this.committed(stored ? 1 : 0);
+      return result;
     } catch (err) {
       // A concurrent retry with the same transaction id may have won the race to insert it.
       if (ev.txn && !(err instanceof MatrixError)) {
@@ -374,11 +394,13 @@ export class RoomEvents {
   /** Persists several events in order in one transaction (room creation). */
   async sendBatch(events: NewEvent[]): Promise<StoredEvent[]> {
     const contentJson = events.map(validateContentSize);
-    return this.stream.write(async (w) => {
-      const out: StoredEvent[] = [];
-      for (const [i, ev] of events.entries()) out.push(await this.persistInTx(w, ev, contentJson[i]));
-      return out;
+    const out = await this.stream.write(async (w) => {
+      const made: StoredEvent[] = [];
+      for (const [i, ev] of events.entries()) made.push(await this.persistInTx(w, ev, contentJson[i]));
+      return made;
     });
+    this.committed(out.length);
+    return out;
   }
 
   private async txnResult(db: Db | Tx, userId: string, deviceId: string, txnId: string): Promise<{ eventId: string; streamOrdering: number } | undefined> {
