@@ -89,4 +89,32 @@ describeEachDatabase("room events: cached views of rooms, and messages sharing a
     assert.equal((await events.send(msg(anna.user_id, "b1"), { asMember: true })).eventId, first!.eventId);
     assert.equal(await persisted(), countedBefore + 2);
   });
+
+  test("a receipt for an unknown event, in one commit with messages and a good receipt, is refused alone", async () => {
+    const events = server().services.roomEvents;
+    const ephemeral = server().services.ephemeral;
+    const before = await server().services.stream.current();
+    const msg = (txnId: string) => ({ roomId, sender: anna.user_id, type: "m.room.message", content: { msgtype: "m.text", body: txnId }, txn: { deviceId: "D", txnId } });
+    const read = (await send("r0", "Lage vor den Quittungen")).body.event_id as string;
+    // Queued in one tick: on PostgreSQL messages and receipts are both replayable, so the batch
+    // first runs without savepoints and again with them once the bad receipt has failed.
+    const [m1, bad, good, m2] = await Promise.allSettled([
+      events.send(msg("q1"), { asMember: true }),
+      ephemeral.setReceipt(anna.user_id, roomId, "m.read", "$nicht-vorhanden"),
+      ephemeral.setReceipt(anna.user_id, roomId, "m.read", read),
+      events.send(msg("q2"), { asMember: true }),
+    ]);
+    assert.equal(bad.status, "rejected");
+    assert.equal(((bad as PromiseRejectedResult).reason as { errcode?: string }).errcode, "M_NOT_FOUND");
+    assert.deepEqual(good, { status: "fulfilled", value: true });
+    const [p1, p2] = [m1, m2].map((r) => {
+      assert.equal(r.status, "fulfilled");
+      return (r as PromiseFulfilledResult<{ streamOrdering: number }>).value.streamOrdering;
+    });
+    // The message r0 took before + 1; then q1, the good receipt and q2, with no gap.
+    assert.deepEqual([p1, p2], [before + 2, before + 4]);
+    assert.equal(await server().services.stream.current(), before + 4);
+    const receipt = await server().services.storage.db.selectFrom("receipts").select(["event_id", "stream_pos"]).where("room_id", "=", roomId).where("user_id", "=", anna.user_id).where("receipt_type", "=", "m.read").executeTakeFirstOrThrow();
+    assert.deepEqual([receipt.event_id, Number(receipt.stream_pos)], [read, before + 3]);
+  });
 });

@@ -160,7 +160,10 @@ export class Ephemeral {
       if (receiptType === "m.read") w.touch({ rooms: [roomId] });
       else w.touch({ users: [userId] });
       return true;
-    });
+      // Replayable: all it does is in the transaction. Clients send a receipt for nearly every
+      // message they show, so batches on PostgreSQL mix both and run without savepoints only if
+      // both kinds are replayable.
+    }, { replayable: true });
   }
 
   private async setFullyRead(userId: string, roomId: string, eventId: string): Promise<boolean> {
