@@ -89,6 +89,25 @@ describeEachDatabase("room events: cached views of rooms, and messages sharing a
     assert.equal((await events.send(msg(anna.user_id, "b1"), { asMember: true })).eventId, first!.eventId);
     assert.equal(await persisted(), countedBefore + 2);
   });
+});
+
+/**
+ * A server of its own: after a batch had to run again, the stream keeps savepoints for a second
+ * (StreamWriter.savepointsUntil), and the batch below must be the first to fail.
+ */
+describeEachDatabase("room events: a receipt and messages sharing a commit", ({ server }) => {
+  let anna: Login;
+  let roomId: string;
+
+  const send = (txn: string, body: string) => api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/${txn}`, { token: anna.access_token, body: { msgtype: "m.text", body } });
+
+  before(async () => {
+    await server().createUser("anna");
+    anna = await server().login("anna");
+    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "private_chat", name: "Quittungen" } });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    roomId = r.body.room_id;
+  });
 
   test("a receipt for an unknown event, in one commit with messages and a good receipt, is refused alone", async () => {
     const events = server().services.roomEvents;

@@ -64,6 +64,9 @@ export interface WriteOptions {
   replayable?: boolean;
 }
 
+/** How long batches keep their savepoints after one had to be run again (see savepointsUntil). */
+const REPLAY_PAUSE_MS = 1000;
+
 /** Thrown inside a savepoint-free run when a write failed: the run is rolled back and repeated with savepoints. */
 class RunAgainWithSavepoints extends Error {}
 
@@ -110,10 +113,22 @@ export class StreamWriter {
   private readonly queue: Pending[] = [];
   private draining = false;
 
+  /**
+   * Until when (performance.now()) batches keep their savepoints from the start, after one had
+   * to be run again. A stream of failing writes (a client sending into a room it left, or
+   * receipts for events that do not exist) would otherwise make every batch it lands in run
+   * twice; this way such a stream costs what savepoints cost, and at most one repeat per pause.
+   */
+  private savepointsUntil = 0;
+  private readonly replayPauseMs: number;
+
   constructor(
     private readonly storage: Storage,
     private readonly bus: Bus,
-  ) {}
+    opts: { replayPauseMs?: number } = {},
+  ) {
+    this.replayPauseMs = opts.replayPauseMs ?? REPLAY_PAUSE_MS;
+  }
 
   write<T>(fn: (w: StreamWrite) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -147,7 +162,7 @@ export class StreamWriter {
     const postgres = this.storage.dialect === "postgres";
     // A lone write needs no savepoint: its failure rolls back the whole transaction, which is
     // exactly its own work. On PostgreSQL, neither does a batch of replayable writes at first.
-    let savepoints = batch.length > 1 && !(postgres && batch.every((p) => p.replayable));
+    let savepoints = batch.length > 1 && !(postgres && performance.now() >= this.savepointsUntil && batch.every((p) => p.replayable));
     let positions: { start: number; pos: number };
     for (;;) {
       try {
@@ -156,6 +171,7 @@ export class StreamWriter {
       } catch (err) {
         if (err instanceof RunAgainWithSavepoints) {
           savepoints = true;
+          this.savepointsUntil = performance.now() + this.replayPauseMs;
           // What the rolled-back run recorded must not outlive it: a write that succeeded there
           // may fail in the second run, and must then name no one in the wake-up.
           for (const item of batch) {
