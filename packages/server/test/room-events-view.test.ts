@@ -6,6 +6,22 @@ import { api, enc } from "./support/http.js";
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 type Login = { user_id: string; access_token: string; device_id: string };
 
+type Server = Parameters<Parameters<typeof describeEachDatabase>[1]>[0]["server"];
+
+/** anna, signed in, and a private room of hers; `send` puts a message into it over HTTP. */
+function withAnnasRoom(server: Server, name: string) {
+  const ctx = { anna: undefined as unknown as Login, roomId: "" };
+  before(async () => {
+    await server().createUser("anna");
+    ctx.anna = await server().login("anna");
+    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: ctx.anna.access_token, body: { preset: "private_chat", name } });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    ctx.roomId = r.body.room_id;
+  });
+  const send = (txn: string, body: string) => api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(ctx.roomId)}/send/m.room.message/${txn}`, { token: ctx.anna.access_token, body: { msgtype: "m.text", body } });
+  return { ctx, send };
+}
+
 /**
  * The write path keeps a view of each room it writes (rooms/room-events.ts, RoomSnapshot). On
  * PostgreSQL a client's message is written on that view without reading the room first, on the
@@ -16,19 +32,8 @@ type Login = { user_id: string; access_token: string; device_id: string };
  * must leave the others as if it had never been sent.
  */
 describeEachDatabase("room events: cached views of rooms, and messages sharing a commit", ({ server }) => {
-  let anna: Login;
-  let roomId: string;
-
-  const send = (txn: string, body: string) => api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/${txn}`, { token: anna.access_token, body: { msgtype: "m.text", body } });
+  const { ctx, send } = withAnnasRoom(server, "Streife 12");
   const stored = (eventId: string) => server().services.storage.db.selectFrom("events").select(["stream_ordering", "depth", "json"]).where("event_id", "=", eventId).executeTakeFirstOrThrow();
-
-  before(async () => {
-    await server().createUser("anna");
-    anna = await server().login("anna");
-    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "private_chat", name: "Streife 12" } });
-    assert.equal(r.status, 200, JSON.stringify(r.body));
-    roomId = r.body.room_id;
-  });
 
   test("a message after a rolled-back one follows the last kept event, at the next position", async () => {
     // Two messages: the second finds the room where the first left it, so the third may be
@@ -69,10 +74,10 @@ describeEachDatabase("room events: cached views of rooms, and messages sharing a
     const persisted = async () => (await server().services.metrics.eventsPersisted.get()).values[0]?.value ?? 0;
     const countedBefore = await persisted();
     const before = await server().services.stream.current();
-    const msg = (sender: string, txnId: string) => ({ roomId, sender, type: "m.room.message", content: { msgtype: "m.text", body: txnId }, txn: { deviceId: "D", txnId } });
+    const msg = (sender: string, txnId: string) => ({ roomId: ctx.roomId, sender, type: "m.room.message", content: { msgtype: "m.text", body: txnId }, txn: { deviceId: "D", txnId } });
     // Queued in one tick, so they share one transaction (on PostgreSQL first run without
     // savepoints, then again with them once the outsider's write has failed).
-    const results = await Promise.allSettled([events.send(msg(anna.user_id, "b1"), { asMember: true }), events.send(msg(outsider, "b2"), { asMember: true }), events.send(msg(anna.user_id, "b3"), { asMember: true })]);
+    const results = await Promise.allSettled([events.send(msg(ctx.anna.user_id, "b1"), { asMember: true }), events.send(msg(outsider, "b2"), { asMember: true }), events.send(msg(ctx.anna.user_id, "b3"), { asMember: true })]);
     assert.equal(results[0]!.status, "fulfilled");
     assert.equal(results[2]!.status, "fulfilled");
     assert.equal(results[1]!.status, "rejected");
@@ -86,7 +91,7 @@ describeEachDatabase("room events: cached views of rooms, and messages sharing a
     // Counted once each when committed, although on PostgreSQL the first ran twice; a repeat of a
     // transaction id stores nothing new and is not counted.
     assert.equal(await persisted(), countedBefore + 2);
-    assert.equal((await events.send(msg(anna.user_id, "b1"), { asMember: true })).eventId, first!.eventId);
+    assert.equal((await events.send(msg(ctx.anna.user_id, "b1"), { asMember: true })).eventId, first!.eventId);
     assert.equal(await persisted(), countedBefore + 2);
   });
 });
@@ -96,31 +101,20 @@ describeEachDatabase("room events: cached views of rooms, and messages sharing a
  * (StreamWriter.savepointsUntil), and the batch below must be the first to fail.
  */
 describeEachDatabase("room events: a receipt and messages sharing a commit", ({ server }) => {
-  let anna: Login;
-  let roomId: string;
-
-  const send = (txn: string, body: string) => api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/${txn}`, { token: anna.access_token, body: { msgtype: "m.text", body } });
-
-  before(async () => {
-    await server().createUser("anna");
-    anna = await server().login("anna");
-    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "private_chat", name: "Quittungen" } });
-    assert.equal(r.status, 200, JSON.stringify(r.body));
-    roomId = r.body.room_id;
-  });
+  const { ctx, send } = withAnnasRoom(server, "Quittungen");
 
   test("a receipt for an unknown event, in one commit with messages and a good receipt, is refused alone", async () => {
     const events = server().services.roomEvents;
     const ephemeral = server().services.ephemeral;
     const before = await server().services.stream.current();
-    const msg = (txnId: string) => ({ roomId, sender: anna.user_id, type: "m.room.message", content: { msgtype: "m.text", body: txnId }, txn: { deviceId: "D", txnId } });
+    const msg = (txnId: string) => ({ roomId: ctx.roomId, sender: ctx.anna.user_id, type: "m.room.message", content: { msgtype: "m.text", body: txnId }, txn: { deviceId: "D", txnId } });
     const read = (await send("r0", "Lage vor den Quittungen")).body.event_id as string;
     // Queued in one tick: on PostgreSQL messages and receipts are both replayable, so the batch
     // first runs without savepoints and again with them once the bad receipt has failed.
     const [m1, bad, good, m2] = await Promise.allSettled([
       events.send(msg("q1"), { asMember: true }),
-      ephemeral.setReceipt(anna.user_id, roomId, "m.read", "$nicht-vorhanden"),
-      ephemeral.setReceipt(anna.user_id, roomId, "m.read", read),
+      ephemeral.setReceipt(ctx.anna.user_id, ctx.roomId, "m.read", "$nicht-vorhanden"),
+      ephemeral.setReceipt(ctx.anna.user_id, ctx.roomId, "m.read", read),
       events.send(msg("q2"), { asMember: true }),
     ]);
     assert.equal(bad.status, "rejected");
@@ -133,7 +127,7 @@ describeEachDatabase("room events: a receipt and messages sharing a commit", ({ 
     // The message r0 took before + 1; then q1, the good receipt and q2, with no gap.
     assert.deepEqual([p1, p2], [before + 2, before + 4]);
     assert.equal(await server().services.stream.current(), before + 4);
-    const receipt = await server().services.storage.db.selectFrom("receipts").select(["event_id", "stream_pos"]).where("room_id", "=", roomId).where("user_id", "=", anna.user_id).where("receipt_type", "=", "m.read").executeTakeFirstOrThrow();
+    const receipt = await server().services.storage.db.selectFrom("receipts").select(["event_id", "stream_pos"]).where("room_id", "=", ctx.roomId).where("user_id", "=", ctx.anna.user_id).where("receipt_type", "=", "m.read").executeTakeFirstOrThrow();
     assert.deepEqual([receipt.event_id, Number(receipt.stream_pos)], [read, before + 3]);
   });
 });
