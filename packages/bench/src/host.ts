@@ -59,6 +59,8 @@ const config = loadConfig(
     "limits.register_per_minute": 1_000_000,
     "limits.send_per_second": 1_000_000,
     "limits.send_burst": 1_000_000,
+    "limits.writes_per_second": 1_000_000,
+    "limits.writes_burst": 1_000_000,
     // The media scenario uploads 1 GiB; the default ceiling is 512 MiB.
     "media.max_upload_bytes": 2 * 1024 * 1024 * 1024,
   },

@@ -21,6 +21,8 @@ export interface Config {
     registerPerMinute: number;
     sendPerSecond: number;
     sendBurst: number;
+    writesPerSecond: number;
+    writesBurst: number;
   };
   tokens: { accessTokenLifetimeMs: number | null };
   shutdownGraceMs: number;
@@ -130,6 +132,8 @@ const SETTINGS: Setting[] = [
   { key: "limits.register_per_minute", env: "REVIER_REGISTER_PER_MINUTE", parse: int(1, 1_000_000), default: 10 },
   { key: "limits.send_per_second", env: "REVIER_SEND_PER_SECOND", parse: int(1, 1_000_000), default: 20 },
   { key: "limits.send_burst", env: "REVIER_SEND_BURST", parse: int(1, 1_000_000), default: 100 },
+  { key: "limits.writes_per_second", env: "REVIER_WRITES_PER_SECOND", parse: int(1, 1_000_000), default: 50 },
+  { key: "limits.writes_burst", env: "REVIER_WRITES_BURST", parse: int(1, 1_000_000), default: 500 },
   { key: "tokens.access_token_lifetime_ms", env: "REVIER_ACCESS_TOKEN_LIFETIME_MS", parse: nullable(int(60_000, 365 * 24 * 3600_000)), default: null },
   { key: "shutdown_grace_ms", env: "REVIER_SHUTDOWN_GRACE_MS", parse: int(0, 600_000), default: 10_000 },
   { key: "trust_proxy", env: "REVIER_TRUST_PROXY", parse: boolOrList, default: false },
@@ -235,6 +239,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
       registerPerMinute: values["limits.register_per_minute"] as number,
       sendPerSecond: values["limits.send_per_second"] as number,
       sendBurst: values["limits.send_burst"] as number,
+      writesPerSecond: values["limits.writes_per_second"] as number,
+      writesBurst: values["limits.writes_burst"] as number,
     },
     tokens: { accessTokenLifetimeMs: values["tokens.access_token_lifetime_ms"] as number | null },
     shutdownGraceMs: values["shutdown_grace_ms"] as number,

@@ -77,7 +77,7 @@ export interface Services {
   webPush: WebPushSender | null;
   pushDestinations: PushDestinations;
   duty: DutyService;
-  rateLimits: { login: RateLimiter; register: RateLimiter; send: RateLimiter };
+  rateLimits: { login: RateLimiter; register: RateLimiter; send: RateLimiter; writes: RateLimiter };
   /** Serialises each user's logins (device-limit check and device creation) within this process. */
   loginLock: KeyedLock;
   /** Whether a client address may read /metrics (`metrics_allow_from`). */
@@ -174,6 +174,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
       login: perMinute(config.limits.loginPerMinute),
       register: perMinute(config.limits.registerPerMinute),
       send: new RateLimiter(config.limits.sendPerSecond, config.limits.sendBurst),
+      writes: new RateLimiter(config.limits.writesPerSecond, config.limits.writesBurst),
     },
     loginLock: new KeyedLock(),
     metricsAccess: addressMatcher(config.metricsAllowFrom),

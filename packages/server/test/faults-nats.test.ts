@@ -17,7 +17,7 @@ import { loadConfig } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
 import type { NatsBus } from "../src/bus/nats.js";
 import { createScratchDatabase, PG_SKIP_MESSAGE, postgresReachable } from "./support/databases.js";
-import { TEST_PASSWORD } from "./support/server.js";
+import { TEST_PASSWORD, UNLIMITED } from "./support/server.js";
 import { call, enc, faultsTempDir, removeDir, sleep, type Json } from "./faults-support.js";
 
 const NATS_BIN = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"].find((p) => existsSync(p));
@@ -89,7 +89,7 @@ describe("NATS down under several processes", { skip }, () => {
   const start = async () => {
     const config = loadConfig(
       {},
-      { port: 0, data_dir: dataDir, database_url: databaseUrl, bus_url: `nats://127.0.0.1:${natsPort}`, log_level: "silent", "limits.login_per_minute": 100000, "limits.send_per_second": 100000, "limits.send_burst": 100000 },
+      { port: 0, data_dir: dataDir, database_url: databaseUrl, bus_url: `nats://127.0.0.1:${natsPort}`, log_level: "silent", ...UNLIMITED },
     );
     const s = await startServer(config, { log: pino({ level: "silent" }) });
     servers.push(s);

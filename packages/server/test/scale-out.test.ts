@@ -10,7 +10,7 @@ import { startServer, type RunningServer } from "../src/server.js";
 import { NatsBus } from "../src/bus/nats.js";
 import { createScratchDatabase, PG_SKIP_MESSAGE, postgresReachable } from "./support/databases.js";
 import { api, enc } from "./support/http.js";
-import { TEST_PASSWORD } from "./support/server.js";
+import { TEST_PASSWORD, UNLIMITED } from "./support/server.js";
 import { FakeDevice } from "./support/crypto-clients.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -63,10 +63,7 @@ describe("scale-out: two processes on PostgreSQL + NATS", { skip }, () => {
         database_url: databaseUrl,
         bus_url: NATS_URL,
         log_level: "silent",
-        "limits.login_per_minute": 100000,
-        "limits.register_per_minute": 100000,
-        "limits.send_per_second": 100000,
-        "limits.send_burst": 100000,
+        ...UNLIMITED,
       },
     );
     return startServer(config, { log: pino({ level: "silent" }) });

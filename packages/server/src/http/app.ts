@@ -7,7 +7,7 @@ import type { Services } from "../services.js";
 import { parseJsonBody } from "../lib/json-body.js";
 import { randomToken } from "../lib/random.js";
 import { toMatrixError } from "./errors.js";
-import { ANSWERED_LATER, sendOutcome, type AuthedUser, type RouteDef } from "./route.js";
+import { ANSWERED_LATER, rateLimitOf, sendOutcome, type AuthedUser, type RouteDef } from "./route.js";
 import { ALL_ROUTES } from "../api/index.js";
 import { applySecurityHeaders, clientErrorHandler, registerSecurityHeaders } from "./security-headers.js";
 import { httpsOptions } from "./tls.js";
@@ -166,6 +166,7 @@ export async function buildApp(s: Services, routes: RouteDef[] = ALL_ROUTES): Pr
 function registerRoute(app: FastifyInstance, s: Services, def: RouteDef, opts: { bodyLimit?: number } = {}): void {
   const { spec } = def;
   const auth = spec.auth ?? "required";
+  const limit = rateLimitOf(spec);
   app.route({
     method: spec.method,
     url: spec.url,
@@ -191,8 +192,8 @@ function registerRoute(app: FastifyInstance, s: Services, def: RouteDef, opts: {
         }
       }
       (req as FastifyRequest & { revierUser?: AuthedUser | null }).revierUser = user;
-      if (spec.rateLimit) {
-        const limiter = s.rateLimits[spec.rateLimit];
+      if (limit !== "none") {
+        const limiter = s.rateLimits[limit];
         const wait = limiter.take(user?.userId ?? `ip:${req.ip}`);
         if (wait > 0) {
           throw new MatrixError("M_LIMIT_EXCEEDED", "Too many requests, slow down", {

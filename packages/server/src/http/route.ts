@@ -18,8 +18,12 @@ export interface RouteSpec<B extends TSchema | undefined, Q extends TSchema | un
   body?: B;
   query?: Q;
   params?: P;
-  /** Name of a rate limiter in services.rateLimits, applied per user (or per IP before login). */
-  rateLimit?: "login" | "register" | "send";
+  /**
+   * Name of a rate limiter in services.rateLimits, applied per user (or per IP before login).
+   * Unset, an authenticated POST, PUT or DELETE takes from "writes", so no endpoint that makes the
+   * server write is unlimited; "none" exempts a route (reads sent as POST, logging out).
+   */
+  rateLimit?: "login" | "register" | "send" | "writes" | "none";
   /** Endpoints a user who has not accepted the current terms may still call. */
   allowWithoutConsent?: boolean;
   /**
@@ -55,6 +59,11 @@ export function sendOutcome(reply: FastifyReply, err: unknown, body?: unknown): 
   if (reply.sent) return;
   if (body !== undefined) reply.type("application/json").send(body);
   else reply.send(err instanceof Error ? err : new Error(String(err)));
+}
+
+/** The rate limiter a route takes from: its own, or "writes" for an authenticated POST, PUT or DELETE. */
+export function rateLimitOf(spec: Pick<RouteSpec<undefined, undefined, undefined>, "method" | "auth" | "rateLimit">): NonNullable<RouteSpec<undefined, undefined, undefined>["rateLimit"]> {
+  return spec.rateLimit ?? ((spec.auth ?? "required") !== "none" && spec.method !== "GET" ? "writes" : "none");
 }
 
 export interface RouteDef {

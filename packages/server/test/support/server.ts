@@ -21,6 +21,16 @@ export interface TestServer extends RunningServer {
 
 export const TEST_PASSWORD = "correct horse battery";
 
+/** Rate limits raised so that tests which do not exercise them never trip them under load. */
+export const UNLIMITED: Record<string, number> = {
+  "limits.login_per_minute": 100000,
+  "limits.register_per_minute": 100000,
+  "limits.send_per_second": 100000,
+  "limits.send_burst": 100000,
+  "limits.writes_per_second": 100000,
+  "limits.writes_burst": 100000,
+};
+
 /** Starts a real server on an ephemeral port with its own data dir (and database, for PostgreSQL). */
 export async function startTestServer(kind: DbKind = "sqlite", overrides: Record<string, unknown> = {}, reuse?: { dataDir: string; databaseUrl: string | null; drop?: () => Promise<void> }): Promise<TestServer> {
   const dataDir = reuse?.dataDir ?? mkdtempSync(path.join(tmpdir(), "revier-test-"));
@@ -38,10 +48,7 @@ export async function startTestServer(kind: DbKind = "sqlite", overrides: Record
       data_dir: dataDir,
       database_url: databaseUrl,
       log_level: "silent",
-      "limits.login_per_minute": 100000,
-      "limits.register_per_minute": 100000,
-      "limits.send_per_second": 100000,
-      "limits.send_burst": 100000,
+      ...UNLIMITED,
       ...overrides,
     },
   );

@@ -48,7 +48,7 @@ export const keyRoutes = [
   })),
 
   /** POST /keys/query — device and cross-signing keys of the named users. */
-  route({ method: "POST", url: "/_matrix/client/v3/keys/query", body: QueryBody }, async ({ user, body }, s) => {
+  route({ method: "POST", url: "/_matrix/client/v3/keys/query", body: QueryBody, rateLimit: "none" }, async ({ user, body }, s) => {
     if (Object.keys(body.device_keys).length > MAX_QUERY_USERS) throw new MatrixError("M_BAD_JSON", `At most ${MAX_QUERY_USERS} users per query`);
     return s.e2ee.keys.query(user.userId, body.device_keys);
   }),

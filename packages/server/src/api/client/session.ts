@@ -99,12 +99,12 @@ export const sessionRoutes = [
     return s.tokens.refresh(body.refresh_token);
   }),
 
-  route({ method: "POST", url: "/_matrix/client/v3/logout", allowWithoutConsent: true }, async ({ user }, s) => {
+  route({ method: "POST", url: "/_matrix/client/v3/logout", allowWithoutConsent: true, rateLimit: "none" }, async ({ user }, s) => {
     await s.devices.remove(user.userId, user.deviceId);
     return {};
   }),
 
-  route({ method: "POST", url: "/_matrix/client/v3/logout/all", allowWithoutConsent: true }, async ({ user }, s) => {
+  route({ method: "POST", url: "/_matrix/client/v3/logout/all", allowWithoutConsent: true, rateLimit: "none" }, async ({ user }, s) => {
     await s.devices.removeAll(user.userId);
     return {};
   }),
