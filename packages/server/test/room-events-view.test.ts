@@ -2,6 +2,7 @@ import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { describeEachDatabase } from "./support/suite.js";
 import { api, enc } from "./support/http.js";
+import { FakeDevice } from "./support/crypto-clients.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 type Login = { user_id: string; access_token: string; device_id: string };
@@ -131,3 +132,120 @@ describeEachDatabase("room events: a receipt and messages sharing a commit", ({ 
     assert.deepEqual([receipt.event_id, Number(receipt.stream_pos)], [read, before + 3]);
   });
 });
+
+/**
+ * What clients write besides messages: in real traffic typing, presence, to-device messages,
+ * account data, read markers and key uploads arrive between messages, and on PostgreSQL one write
+ * not marked replayable keeps its whole batch's savepoints, a round trip per write under the
+ * stream lock. A server of its own, so no rerun before it keeps savepoints (see above).
+ */
+describeEachDatabase("room events: what else clients write shares the messages' commit", ({ server, kind }) => {
+  const { ctx, send } = withAnnasRoom(server, "Alltag");
+  let device: FakeDevice;
+  let read = "";
+  before(async () => {
+    device = new FakeDevice(ctx.anna.user_id, ctx.anna.device_id);
+    await server().services.e2ee.keys.upload(ctx.anna.user_id, ctx.anna.device_id, { device_keys: device.deviceKeys() });
+    read = (await send("a0", "vorher")).body.event_id as string;
+  });
+
+  const batches = async () => new Map((await server().services.metrics.streamBatches.get()).values.map((v) => [String(v.labels.run), v.value]));
+
+  /**
+   * Queues one of each kind of write (`round` keeps ids apart), plus `extra`, behind a write that
+   * holds the stream until all of them have queued up, so they share the next batch. Returns
+   * their outcomes, the position before them, and how many batches ran in each way meanwhile.
+   */
+  async function oneBatch(round: string, extra: Array<() => Promise<unknown>> = []) {
+    const s = server().services;
+    const anna = { userId: ctx.anna.user_id, deviceId: ctx.anna.device_id };
+    const countsBefore = await batches();
+    let started = false;
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const blocker = s.stream.write(async () => {
+      started = true;
+      await gate;
+    });
+    await until(() => started);
+    const before = await s.stream.current();
+    const msg = (txnId: string) => ({ roomId: ctx.roomId, sender: anna.userId, type: "m.room.message", content: { msgtype: "m.text", body: txnId }, txn: { deviceId: anna.deviceId, txnId } });
+    const writes = [
+      s.roomEvents.send(msg(`${round}1`), { asMember: true }),
+      s.ephemeral.setTyping(ctx.roomId, anna.userId, true, 10_000),
+      s.ephemeral.setPresence(anna.userId, round === "a" ? "unavailable" : "online", `im Einsatz ${round}`),
+      s.e2ee.toDevice.send(anna, "org.revier.test", `td-${round}`, { [anna.userId]: { "*": { round } } }),
+      s.accountData.set(anna.userId, null, "org.revier.test", { round }),
+      s.accountData.update(anna.userId, ctx.roomId, "m.tag", (current) => ({ tags: { ...(current?.tags as object), [`u.${round}`]: {} } })),
+      s.ephemeral.setReceipt(anna.userId, ctx.roomId, "m.fully_read", read),
+      s.e2ee.keys.upload(anna.userId, anna.deviceId, { one_time_keys: device.oneTimeKeys(2) }),
+      ...extra.map((f) => f()),
+      s.roomEvents.send(msg(`${round}2`), { asMember: true }),
+    ];
+    await until(() => s.stream.queued === writes.length);
+    open();
+    await blocker;
+    const results = await Promise.allSettled(writes);
+    const counts = await batches();
+    const delta = (run: string) => (counts.get(run) ?? 0) - (countsBefore.get(run) ?? 0);
+    assert.equal(delta("single"), 1, "the blocker ran alone");
+    return { results, before, delta };
+  }
+
+  async function assertStored(round: string, otks: number) {
+    const s = server().services;
+    const annaId = ctx.anna.user_id;
+    const db = s.storage.db;
+    assert.ok(await db.selectFrom("typing").select("expires_ts").where("room_id", "=", ctx.roomId).where("user_id", "=", annaId).where("expires_ts", ">", Date.now()).executeTakeFirst());
+    assert.equal((await s.ephemeral.getPresence(annaId))?.status_msg, `im Einsatz ${round}`);
+    const inbox = await db.selectFrom("device_inbox").select("content").where("user_id", "=", annaId).where("type", "=", "org.revier.test").execute();
+    assert.deepEqual(
+      inbox.filter((r) => (JSON.parse(r.content) as Json).round === round).length,
+      1,
+      "the to-device message is queued once",
+    );
+    assert.deepEqual(await s.accountData.get(annaId, null, "org.revier.test"), { round });
+    assert.ok(((await s.accountData.get(annaId, ctx.roomId, "m.tag"))?.tags as Json)[`u.${round}`]);
+    assert.deepEqual(await s.accountData.get(annaId, ctx.roomId, "m.fully_read"), { event_id: read });
+    const keys = await db.selectFrom("e2e_one_time_keys").select("key_id").where("user_id", "=", annaId).where("device_id", "=", ctx.anna.device_id).execute();
+    assert.equal(keys.length, otks);
+  }
+
+  test("typing, presence, to-device, account data, tags, read markers and key uploads run with messages in one batch, on PostgreSQL without savepoints", async () => {
+    const { results, before, delta } = await oneBatch("a", [() => server().services.ephemeral.setReceipt(ctx.anna.user_id, ctx.roomId, "m.read", read)]);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      results.map(() => "fulfilled"),
+      JSON.stringify(results.filter((r) => r.status === "rejected")),
+    );
+    // Every one of them took a position, with no gap.
+    assert.equal(await server().services.stream.current(), before + results.length);
+    assert.equal(delta("rerun"), 0);
+    if (kind === "postgres") assert.deepEqual([delta("plain"), delta("savepoints")], [1, 0], "one batch, without savepoints");
+    else assert.deepEqual([delta("plain"), delta("savepoints")], [0, 1], "SQLite keeps its savepoints");
+    await assertStored("a", 2);
+  });
+
+  test("when one write of such a batch fails, the others still happen exactly once", async () => {
+    // Last in this suite: after a rerun, batches keep their savepoints for a second.
+    const { results, before, delta } = await oneBatch("b", [() => server().services.ephemeral.setReceipt(ctx.anna.user_id, ctx.roomId, "m.read", "$nicht-vorhanden")]);
+    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [i] : []));
+    assert.deepEqual(failed, [8], JSON.stringify(results.filter((r) => r.status === "rejected")));
+    assert.equal(((results[8] as PromiseRejectedResult).reason as { errcode?: string }).errcode, "M_NOT_FOUND");
+    // Besides the failed receipt, the unchanged fully-read marker and the repeated typing notice
+    // (only its expiry moves) take no position.
+    assert.equal(await server().services.stream.current(), before + results.length - 3);
+    if (kind === "postgres") assert.deepEqual([delta("plain"), delta("rerun"), delta("savepoints")], [0, 1, 0], "ran without savepoints, then again with them");
+    else assert.deepEqual([delta("rerun"), delta("savepoints")], [0, 1]);
+    await assertStored("b", 4);
+  });
+});
+
+/** Waits (polling) until `check` holds; fails after 10 s. */
+async function until(check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("timed out waiting for the writes to queue up");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

@@ -136,7 +136,8 @@ export class E2eeKeys {
           w.next();
           w.keysChanged([userId]);
         }
-      });
+        // Replayable (storage/stream.ts): only the transaction's rows; the keys were checked before.
+      }, { replayable: true });
     }
     return this.oneTimeKeyCounts(userId, deviceId);
   }

@@ -84,7 +84,9 @@ export class ToDevice {
           .execute();
       }
       w.touch({ users: new Set(rows.map((r) => r.user_id)) });
-    });
+      // Replayable (storage/stream.ts): everything it does is in the transaction; the
+      // transaction id's row goes with a rollback, so a second run sends exactly once.
+    }, { replayable: true });
   }
 
   /**
@@ -124,7 +126,7 @@ export class ToDevice {
         const pos = w.next();
         await w.tx.updateTable("device_inbox").set({ stream_pos: pos }).where("user_id", "=", userId).where("device_id", "=", deviceId).where("id", ">", lastId).execute();
         w.touch({ users: [userId] });
-      });
+      }, { replayable: true });
     }
     return rows.map((r) => ({ type: r.type, sender: r.sender, content: JSON.parse(r.content) as Record<string, unknown> }));
   }

@@ -13,6 +13,12 @@ export class Metrics {
   });
   readonly syncWaiters = new Gauge({ name: "revier_sync_waiters", help: "Long-polling /sync requests currently waiting", registers: [this.registry] });
   readonly eventsPersisted = new Counter({ name: "revier_events_persisted_total", help: "Room events persisted", registers: [this.registry] });
+  readonly streamBatches = new Counter({
+    name: "revier_stream_batches_total",
+    help: "Write batches (one transaction each) by how they ran: single, savepoints, plain (PostgreSQL, no savepoints) or rerun (plain failed, run again with savepoints)",
+    labelNames: ["run"],
+    registers: [this.registry],
+  });
   readonly heapReclaims = new Counter({ name: "revier_heap_reclaims_total", help: "Full garbage collections a quiet server asked for after its heap had grown (memory.idle_reclaim_mb)", registers: [this.registry] });
 
   constructor() {

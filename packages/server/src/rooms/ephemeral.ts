@@ -252,7 +252,10 @@ export class Ephemeral {
       if (!row || row.expires_ts === 0) return;
       await w.tx.updateTable("typing").set({ expires_ts: 0, stream_pos: w.next() }).where("room_id", "=", roomId).where("user_id", "=", userId).execute();
       w.touch({ rooms: [roomId] });
-    });
+      // Replayable (storage/stream.ts): it only reads and writes in the transaction, and `now` is
+      // fixed before it. Typing, presence, to-device messages and account data are interleaved
+      // with messages in real traffic; one unmarked write keeps a whole batch's savepoints.
+    }, { replayable: true });
   }
 
   /** For rooms whose typing changed in (since, upto]: who is typing now (possibly nobody). */
@@ -386,7 +389,7 @@ export class Ephemeral {
       // So the row is brought up to date in the group commit, with no position and no wake-up.
       await this.stream.write(async (w) => {
         await w.tx.updateTable("presence").set({ last_active_ts: now }).where("user_id", "=", userId).where("last_active_ts", "<", now).execute();
-      });
+      }, { replayable: true });
       this.forgetPresence(userId);
       return false;
     }
@@ -405,7 +408,7 @@ export class Ephemeral {
       const rooms = await w.tx.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join").execute();
       w.touch({ users: [userId], rooms: rooms.map((r) => r.room_id), kind: "presence" });
       return true;
-    });
+    }, { replayable: true });
     // The wake-up does this too where a sync service listens; here it holds without one.
     if (changed) this.forgetPresence(userId);
     return changed;

@@ -64,6 +64,13 @@ export interface WriteOptions {
   replayable?: boolean;
 }
 
+/**
+ * How a batch ran: a lone write ("single"), each write of several in a savepoint of its own
+ * ("savepoints"), without savepoints (PostgreSQL, replayable writes: "plain"), or again with
+ * savepoints after one write of a plain run failed ("rerun").
+ */
+export type BatchRun = "single" | "savepoints" | "plain" | "rerun";
+
 /** How long batches keep their savepoints after one had to be run again (see savepointsUntil). */
 const REPLAY_PAUSE_MS = 1000;
 
@@ -121,13 +128,21 @@ export class StreamWriter {
    */
   private savepointsUntil = 0;
   private readonly replayPauseMs: number;
+  private readonly onBatch: ((run: BatchRun) => void) | undefined;
 
+  /** `onBatch`: told how each batch ran, once it has committed or failed (a metric). */
   constructor(
     private readonly storage: Storage,
     private readonly bus: Bus,
-    opts: { replayPauseMs?: number } = {},
+    opts: { replayPauseMs?: number; onBatch?: (run: BatchRun) => void } = {},
   ) {
     this.replayPauseMs = opts.replayPauseMs ?? REPLAY_PAUSE_MS;
+    this.onBatch = opts.onBatch;
+  }
+
+  /** Writes waiting for a batch to take them (not counting the batch running now). */
+  get queued(): number {
+    return this.queue.length;
   }
 
   write<T>(fn: (w: StreamWrite) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
@@ -163,6 +178,7 @@ export class StreamWriter {
     // A lone write needs no savepoint: its failure rolls back the whole transaction, which is
     // exactly its own work. On PostgreSQL, neither does a batch of replayable writes at first.
     let savepoints = batch.length > 1 && !(postgres && performance.now() >= this.savepointsUntil && batch.every((p) => p.replayable));
+    let run: BatchRun = batch.length === 1 ? "single" : savepoints ? "savepoints" : "plain";
     let positions: { start: number; pos: number };
     for (;;) {
       try {
@@ -171,6 +187,7 @@ export class StreamWriter {
       } catch (err) {
         if (err instanceof RunAgainWithSavepoints) {
           savepoints = true;
+          run = "rerun";
           this.savepointsUntil = performance.now() + this.replayPauseMs;
           // What the rolled-back run recorded must not outlive it: a write that succeeded there
           // may fail in the second run, and must then name no one in the wake-up.
@@ -184,10 +201,12 @@ export class StreamWriter {
           continue;
         }
         // Nothing of this batch committed. A write that failed on its own keeps its own error.
+        this.onBatch?.(run);
         for (const item of batch) item.reject(item.outcome?.ok === false ? item.outcome.err : err);
         return;
       }
     }
+    this.onBatch?.(run);
     const { start, pos } = positions;
     if (pos !== start) {
       const rooms = new Set<string>();

@@ -30,14 +30,15 @@ export class AccountData {
       await this.upsert(w.tx, userId, roomId ?? GLOBAL, type, content, pos);
       w.touch({ users: [userId] });
       return pos;
-    });
+    }, { replayable: true });
   }
 
   /**
    * Read-modify-write inside the ordered write, so two concurrent changes to one object (say two
    * tags added at once) cannot lose each other. `fn` returning undefined leaves the data untouched
    * and allocates no stream position. Any reads `fn` needs must go through the `tx` it is given:
-   * SQLite has one connection, which the open transaction holds.
+   * SQLite has one connection, which the open transaction holds. `fn` may run twice (a replayable
+   * write, see storage/stream.ts), so it must not change anything outside the transaction.
    */
   async update(
     userId: string,
@@ -59,7 +60,7 @@ export class AccountData {
       await this.upsert(w.tx, userId, room, type, next, w.next());
       w.touch({ users: [userId] });
       return next;
-    });
+    }, { replayable: true });
   }
 
   async get(userId: string, roomId: string | null, type: string): Promise<AccountDataContent | undefined> {
