@@ -63,6 +63,16 @@ export async function sendMessage(s: Session, roomId: string, txnId: string, con
   return r.event_id;
 }
 
+/** A typing notice, as clients send while the user types (`typing` false when they stop). */
+export async function setTyping(s: Session, roomId: string, typing: boolean): Promise<void> {
+  await call(s.baseUrl, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/typing/${enc(s.userId)}`, { token: s.accessToken, body: typing ? { typing, timeout: 30_000 } : { typing } });
+}
+
+/** A public read receipt for `eventId`. */
+export async function sendReceipt(s: Session, roomId: string, eventId: string): Promise<void> {
+  await call(s.baseUrl, "POST", `/_matrix/client/v3/rooms/${enc(roomId)}/receipt/m.read/${enc(eventId)}`, { token: s.accessToken, body: {} });
+}
+
 export interface SyncResponse {
   next_batch: string;
   rooms?: { join?: Record<string, { timeline?: { events?: { event_id: string; type: string; content?: Json }[] } }> };

@@ -1,4 +1,4 @@
-import { createRoom, sendMessage } from "../matrix.js";
+import { createRoom, sendMessage, setTyping } from "../matrix.js";
 import { percentile, pool, round, sleep } from "../stats.js";
 import { openSessions } from "../population.js";
 import type { Scenario } from "../scenario.js";
@@ -6,11 +6,15 @@ import type { Scenario } from "../scenario.js";
 /**
  * N senders, each in a room of its own, sending back to back. Only acknowledgements inside the
  * measurement window count, after a warm-up that fills caches and connection pools.
+ *
+ * `--typing 1`: each message comes between a typing notice and its end, as a client sends them
+ * (three writes per message, each a stream position); the figures still count messages.
  */
 export const send: Scenario = async (ctx) => {
   const senders = ctx.num("senders", 50);
   const seconds = ctx.num("seconds", ctx.quick ? 15 : 60);
   const warmup = ctx.num("warmup", ctx.quick ? 3 : 5);
+  const typing = ctx.num("typing", 0) === 1;
   const creds = await ctx.target.users(senders, "send");
   ctx.progress(`sessions for ${senders} senders`);
   const sessions = await openSessions(ctx, creds, "revier-bench", "senders");
@@ -28,16 +32,23 @@ export const send: Scenario = async (ctx) => {
     sessions.map(async (s, i) => {
       let n = 0;
       while (Date.now() < measureTo) {
-        const t0 = performance.now();
-        const sentAt = Date.now();
+        let t0 = 0;
+        let sentAt = 0;
+        let acked = 0;
         try {
+          if (typing) await setTyping(s, rooms[i]!, true);
+          t0 = performance.now();
+          sentAt = Date.now();
           await sendMessage(s, rooms[i]!, `b${start}_${n++}`, { msgtype: "m.text", body: `load ${n}` });
+          acked = performance.now();
+          if (typing) await setTyping(s, rooms[i]!, false);
         } catch {
           errors++;
           await sleep(50);
           continue;
         }
-        if (sentAt >= measureFrom && Date.now() <= measureTo) latencies.push(performance.now() - t0);
+        // The acknowledgement of the message alone, not of the typing notices around it.
+        if (sentAt >= measureFrom && Date.now() <= measureTo) latencies.push(acked - t0);
       }
     }),
   );
@@ -47,7 +58,7 @@ export const send: Scenario = async (ctx) => {
   const p50 = percentile(latencies, 50);
   const p99 = percentile(latencies, 99);
   return {
-    parameters: { senders, seconds, warmup },
+    parameters: { senders, seconds, warmup, ...(typing ? { typing: 1 } : {}) },
     figures: { events_per_s: round(rate), ack_p50_ms: round(p50), ack_p99_ms: round(p99), acked: latencies.length, errors },
     checks: [
       { what: "events/s", target: "≥ 3000", pass: rate >= 3000 },
