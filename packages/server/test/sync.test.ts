@@ -58,6 +58,45 @@ describeEachDatabase("/sync", ({ server }) => {
     assert.equal(events[0].unsigned.transaction_id, undefined);
   });
 
+  test("the ephemeral filter's types: receipts left out are neither sent nor wake the long-poll; typing still is, and still does", async () => {
+    await server().createUser("clara");
+    const clara = await server().login("clara");
+    const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } });
+    const roomId = r.body.room_id as string;
+    for (const who of [bert, clara]) assert.equal((await api(server().url, "POST", `/_matrix/client/v3/join/${enc(roomId)}`, { token: who.access_token, body: {} })).status, 200);
+    const sent = await api<Json>(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/eph1`, { token: anna.access_token, body: { msgtype: "m.text", body: "Lage" } });
+    const noReceipts = JSON.stringify({ room: { ephemeral: { not_types: ["m.receipt"] } } });
+    const annaSince = (await sync(anna.access_token)).next_batch;
+    const bertSince = (await sync(bert.access_token, { filter: noReceipts })).next_batch;
+
+    const annaPoll = sync(anna.access_token, { since: annaSince, timeout: "20000" });
+    const bertStarted = Date.now();
+    const bertPoll = sync(bert.access_token, { since: bertSince, timeout: "1500", filter: noReceipts });
+    await new Promise((res) => setTimeout(res, 200));
+    assert.equal((await api(server().url, "POST", `/_matrix/client/v3/rooms/${enc(roomId)}/receipt/m.read/${enc(sent.body.event_id)}`, { token: clara.access_token, body: {} })).status, 200);
+
+    const annaBody = await annaPoll;
+    const annaEph = annaBody.rooms.join[roomId].ephemeral.events as Json[];
+    assert.deepEqual(annaEph.map((e) => e.type), ["m.receipt"]);
+    assert.ok(annaEph[0]!.content[sent.body.event_id]["m.read"][clara.user_id]);
+
+    const bertBody = await bertPoll;
+    assert.ok(Date.now() - bertStarted >= 1400, "answered at its timeout: the receipt was no news to it");
+    assert.equal(bertBody.rooms?.join?.[roomId], undefined, "and its answer carries nothing for the room");
+
+    // Typing passes the same filter: it is sent, and it wakes.
+    const typingStarted = Date.now();
+    const typingPoll = sync(bert.access_token, { since: bertBody.next_batch, timeout: "20000", filter: noReceipts });
+    await new Promise((res) => setTimeout(res, 200));
+    assert.equal((await api(server().url, "PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/typing/${enc(clara.user_id)}`, { token: clara.access_token, body: { typing: true, timeout: 10_000 } })).status, 200);
+    const typingBody = await typingPoll;
+    assert.ok(Date.now() - typingStarted < 15_000);
+    assert.deepEqual(typingBody.rooms.join[roomId].ephemeral.events, [{ type: "m.typing", content: { user_ids: [clara.user_id] } }]);
+    // From the beginning, with the filter: typing but no receipts.
+    const full = await sync(bert.access_token, { filter: noReceipts });
+    assert.deepEqual((full.rooms.join[roomId].ephemeral.events as Json[]).map((e) => e.type), ["m.typing"]);
+  });
+
   test("an empty long-poll waits for its timeout and returns the same position", async () => {
     const since = (await sync(bert.access_token)).next_batch;
     const started = Date.now();

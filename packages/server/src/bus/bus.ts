@@ -13,6 +13,12 @@ export interface WakeUp {
   /** Only presence changed: long-polls whose filter leaves presence out need not wake. */
   presenceOnly?: boolean;
   /**
+   * Rooms (not in `rooms`) whose only news is receipts or typing: long-polls whose filter leaves
+   * both out need not wake for them, and in big rooms the others are woken together a moment
+   * later (see Notifier.onWakeUp). Absent from peers that predate it; they list such rooms in `rooms`.
+   */
+  ephemeralRooms?: string[];
+  /**
    * Users whose devices' one-time or fallback keys changed (uploaded, claimed, deleted). Wakes
    * nobody: the counts ride along with the next answer; caches of them are dropped (see
    * DeviceSyncCache).

@@ -51,11 +51,12 @@ describe("parseWakeUp", () => {
     assert.deepEqual(parseWakeUp(bytes({ p: 7, f: 5, r: [], u: ["@u:x"], o: 1 })), { position: 7, from: 5, rooms: [], users: ["@u:x"], presenceOnly: true });
     assert.deepEqual(parseWakeUp(bytes({ p: 7, f: 6, r: [], u: [], k: ["@u:x"] })), { position: 7, from: 6, rooms: [], users: [], keys: ["@u:x"] });
     assert.deepEqual(parseWakeUp(bytes({ p: 7, f: 6, r: [], u: [], k: [] })), { position: 7, from: 6, rooms: [], users: [] });
+    assert.deepEqual(parseWakeUp(bytes({ p: 7, f: 6, r: [], u: ["@u:x"], e: ["!big:x"] })), { position: 7, from: 6, rooms: [], users: ["@u:x"], ephemeralRooms: ["!big:x"] });
     assert.equal(parseWakeUp(bytes({ p: 7, f: 7, r: [], u: [] })), null, "a range must not be empty");
     assert.equal(parseWakeUp(bytes({ p: 7, f: "5", r: [], u: [] })), null);
   });
   test("refuses anything else", () => {
-    for (const bad of ["not json", "null", "[]", { p: "7", r: [], u: [] }, { p: -1, r: [], u: [] }, { p: 1.5, r: [], u: [] }, { p: 1, r: [3], u: [] }, { p: 1, r: [] }, { p: 1, r: [], u: [], k: "@u:x" }, { p: 1, r: [], u: [], k: [1] }]) assert.equal(parseWakeUp(bytes(bad)), null, JSON.stringify(bad));
+    for (const bad of ["not json", "null", "[]", { p: "7", r: [], u: [] }, { p: -1, r: [], u: [] }, { p: 1.5, r: [], u: [] }, { p: 1, r: [3], u: [] }, { p: 1, r: [] }, { p: 1, r: [], u: [], k: "@u:x" }, { p: 1, r: [], u: [], k: [1] }, { p: 1, r: [], u: [], e: "!big:x" }, { p: 1, r: [], u: [], e: [1] }]) assert.equal(parseWakeUp(bytes(bad)), null, JSON.stringify(bad));
   });
 });
 

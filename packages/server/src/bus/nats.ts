@@ -90,7 +90,7 @@ export class NatsBus implements Bus {
     // stale wake-ups are worthless then, so they are dropped instead.
     if (!this.connected || !this.nc) return;
     try {
-      this.nc.publish(this.subject, encoder.encode(JSON.stringify({ p: w.position, f: w.from, r: w.rooms, u: w.users, o: w.presenceOnly === true ? 1 : undefined, k: w.keys })));
+      this.nc.publish(this.subject, encoder.encode(JSON.stringify({ p: w.position, f: w.from, r: w.rooms, u: w.users, o: w.presenceOnly === true ? 1 : undefined, k: w.keys, e: w.ephemeralRooms })));
     } catch (err) {
       // A request has committed its write already; failing it because the bus hiccupped would be wrong.
       this.log.warn({ err }, "NATS publish failed; other processes see this write at their next wake-up");
@@ -222,14 +222,15 @@ export function parseWakeUp(data: Uint8Array): WakeUp | null {
     return null;
   }
   if (typeof v !== "object" || v === null) return null;
-  const { p, f, r, u, o, k } = v as { p?: unknown; f?: unknown; r?: unknown; u?: unknown; o?: unknown; k?: unknown };
+  const { p, f, r, u, o, k, e } = v as { p?: unknown; f?: unknown; r?: unknown; u?: unknown; o?: unknown; k?: unknown; e?: unknown };
   if (typeof p !== "number" || !Number.isSafeInteger(p) || p < 0) return null;
   if (f !== undefined && (typeof f !== "number" || !Number.isSafeInteger(f) || f < 0 || f >= p)) return null;
-  if (!isStringArray(r) || !isStringArray(u) || (k !== undefined && !isStringArray(k))) return null;
+  if (!isStringArray(r) || !isStringArray(u) || (k !== undefined && !isStringArray(k)) || (e !== undefined && !isStringArray(e))) return null;
   const w: WakeUp = { position: p, rooms: r, users: u };
   if (f !== undefined) w.from = f;
   if (o === 1) w.presenceOnly = true;
   if (k !== undefined && k.length > 0) w.keys = k;
+  if (e !== undefined && e.length > 0) w.ephemeralRooms = e;
   return w;
 }
 

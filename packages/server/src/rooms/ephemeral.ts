@@ -156,9 +156,10 @@ export class Ephemeral {
         .values({ room_id: roomId, receipt_type: receiptType, user_id: userId, thread_id: thread, event_id: eventId, ts, stream_pos: pos })
         .onConflict((oc) => oc.columns(["room_id", "receipt_type", "user_id", "thread_id"]).doUpdateSet({ event_id: eventId, ts, stream_pos: pos }))
         .execute();
-      // A private receipt concerns nobody else in the room, so only its owner's syncs wake.
-      if (receiptType === "m.read") w.touch({ rooms: [roomId] });
-      else w.touch({ users: [userId] });
+      // A private receipt concerns nobody else in the room, so only its owner's syncs wake. The
+      // owner's syncs always wake: a receipt lowers their unread counts, whatever their filter.
+      if (receiptType === "m.read") w.touch({ rooms: [roomId], kind: "ephemeral" });
+      w.touch({ users: [userId] });
       return true;
       // Replayable: all it does is in the transaction. Clients send a receipt for nearly every
       // message they show, so batches on PostgreSQL mix both and run without savepoints only if
@@ -245,13 +246,13 @@ export class Ephemeral {
           .values({ room_id: roomId, user_id: userId, expires_ts: expires, stream_pos: pos })
           .onConflict((oc) => oc.columns(["room_id", "user_id"]).doUpdateSet({ expires_ts: expires, stream_pos: pos }))
           .execute();
-        w.touch({ rooms: [roomId] });
+        w.touch({ rooms: [roomId], kind: "ephemeral" });
         return;
       }
       // expires_ts 0 means "stopping was announced"; a lapsed but unswept entry still needs announcing.
       if (!row || row.expires_ts === 0) return;
       await w.tx.updateTable("typing").set({ expires_ts: 0, stream_pos: w.next() }).where("room_id", "=", roomId).where("user_id", "=", userId).execute();
-      w.touch({ rooms: [roomId] });
+      w.touch({ rooms: [roomId], kind: "ephemeral" });
       // Replayable (storage/stream.ts): it only reads and writes in the transaction, and `now` is
       // fixed before it. Typing, presence, to-device messages and account data are interleaved
       // with messages in real traffic; one unmarked write keeps a whole batch's savepoints.
@@ -317,7 +318,7 @@ export class Ephemeral {
           await w.tx.updateTable("typing").set({ expires_ts: 0, stream_pos: pos }).where("room_id", "=", roomId).where("user_id", "in", ids).execute();
         }
       }
-      w.touch({ rooms: byRoom.keys() });
+      w.touch({ rooms: byRoom.keys(), kind: "ephemeral" });
       return rows.length;
     });
   }

@@ -18,9 +18,11 @@ export interface StreamWrite {
   /**
    * Rooms and users whose sync waiters must wake once this write commits. `kind: "presence"`
    * says the news is only a presence change, so long-polls whose filter leaves out presence
-   * need not wake (see isPresenceOnly); without it, the news may be anything.
+   * need not wake (see isPresenceOnly); `kind: "ephemeral"` says the rooms' news is only receipts
+   * or typing (see WakeUp.ephemeralRooms; users named with it are touched as usual). Without a
+   * kind, the news may be anything.
    */
-  touch(target: { rooms?: Iterable<string>; users?: Iterable<string>; kind?: "presence" }): void;
+  touch(target: { rooms?: Iterable<string>; users?: Iterable<string>; kind?: "presence" | "ephemeral" }): void;
   /**
    * Announces, once this write commits, that these users' one-time or fallback keys changed.
    * Wakes nobody (the counts ride along with their next answer); every process drops what it
@@ -47,6 +49,8 @@ interface Pending {
   reject: (err: unknown) => void;
   outcome?: { ok: true; value: unknown } | { ok: false; err: unknown };
   rooms?: Set<string>;
+  /** Rooms touched with receipts or typing only (see StreamWrite.touch). */
+  ephemeralRooms?: Set<string>;
   users?: Set<string>;
   keys?: Set<string>;
   /** Whether everything it touched was touched as presence news. */
@@ -194,6 +198,7 @@ export class StreamWriter {
           for (const item of batch) {
             delete item.outcome;
             delete item.rooms;
+            delete item.ephemeralRooms;
             delete item.users;
             delete item.keys;
             delete item.presenceOnly;
@@ -210,11 +215,13 @@ export class StreamWriter {
     const { start, pos } = positions;
     if (pos !== start) {
       const rooms = new Set<string>();
+      const ephemeralRooms = new Set<string>();
       const users = new Set<string>();
       const keys = new Set<string>();
       let presenceOnly = true;
       for (const item of batch) {
         for (const r of item.rooms ?? []) rooms.add(r);
+        for (const r of item.ephemeralRooms ?? []) ephemeralRooms.add(r);
         for (const u of item.users ?? []) users.add(u);
         for (const u of item.keys ?? []) keys.add(u);
         // Writes that touched nobody name no waiter, so only the others decide.
@@ -224,6 +231,9 @@ export class StreamWriter {
       const wake: WakeUp = { position: pos, from: start, rooms: [...rooms], users: [...users] };
       if (presenceOnly) wake.presenceOnly = true;
       if (keys.size > 0) wake.keys = [...keys];
+      // A room with other news in the batch is announced as such.
+      for (const r of rooms) ephemeralRooms.delete(r);
+      if (ephemeralRooms.size > 0) wake.ephemeralRooms = [...ephemeralRooms];
       try {
         this.bus.publish(wake);
       } catch (err) {
@@ -259,6 +269,7 @@ export class StreamWriter {
       for (const [i, item] of batch.entries()) {
         const before = pos;
         const rooms = new Set<string>();
+        const ephemeralRooms = new Set<string>();
         const users = new Set<string>();
         const keys = new Set<string>();
         let presenceOnly = true;
@@ -270,7 +281,7 @@ export class StreamWriter {
             pos--;
           },
           touch: (t) => {
-            for (const r of t.rooms ?? []) rooms.add(r);
+            for (const r of t.rooms ?? []) (t.kind === "ephemeral" ? ephemeralRooms : rooms).add(r);
             for (const u of t.users ?? []) users.add(u);
             if (t.kind !== "presence") presenceOnly = false;
           },
@@ -313,6 +324,7 @@ export class StreamWriter {
           }
         }
         item.rooms = rooms;
+        item.ephemeralRooms = ephemeralRooms;
         item.users = users;
         item.keys = keys;
         item.presenceOnly = presenceOnly;

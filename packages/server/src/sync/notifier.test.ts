@@ -8,7 +8,7 @@ import { ClientGone, Notifier, type CancelSignal, type WaitOutcome } from "./not
 import type { WakeUp } from "../bus/bus.js";
 
 /** A wait as a promise: Notifier.park's outcome. */
-function waitFor(notifier: Notifier, userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal?: CancelSignal, opts: { presence?: boolean } = {}): Promise<WaitOutcome> {
+function waitFor(notifier: Notifier, userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal?: CancelSignal, opts: { presence?: boolean; ephemeral?: boolean } = {}): Promise<WaitOutcome> {
   return new Promise((resolve) => notifier.park(userId, rooms, since, timeoutMs, signal, opts, resolve));
 }
 
@@ -29,7 +29,7 @@ describe("Notifier", () => {
   });
 
   /** Starts a long wait and reports whether it was woken (rather than still waiting) once `act` is done. */
-  async function woken(opts: { presence: boolean }, act: () => Promise<void>): Promise<boolean> {
+  async function woken(opts: { presence: boolean; ephemeral?: boolean }, act: () => Promise<void>): Promise<boolean> {
     const ac = new AbortController();
     let done = false;
     const waiting = waitFor(notifier, "@w:test", new Set(["!room:test"]), await stream.current(), 60_000, ac.signal, opts).then(() => (done = true));
@@ -71,6 +71,20 @@ describe("Notifier", () => {
       }),
       true,
     );
+  });
+
+  const receiptWrite = () =>
+    stream.write(async (w) => {
+      w.next();
+      w.touch({ rooms: ["!room:test"], kind: "ephemeral" });
+      w.touch({ users: ["@other:test"] });
+    });
+
+  test("receipts and typing alone pass by waiters whose filter leaves both out; in a small room the others wake at once", async () => {
+    assert.equal(await woken({ presence: true, ephemeral: false }, receiptWrite), false);
+    assert.equal(await woken({ presence: false, ephemeral: true }, receiptWrite), true);
+    // With other news for the room in the same batch, the room is announced as such.
+    assert.equal(await woken({ presence: true, ephemeral: false }, async () => void (await Promise.all([receiptWrite(), roomWrite()]))), true);
   });
 
   test("a presence-only wake-up naming the waiter's own user passes it by too", async () => {
@@ -221,26 +235,29 @@ describe("Notifier: which positions it can vouch for", () => {
     bus.publish(wake(10, 12));
     bus.publish({ from: 12, position: 13, rooms: ["!room:test"], users: [], presenceOnly: true });
     bus.publish({ from: 13, position: 14, rooms: [], users: ["@other:test"] });
-    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 14, false), true, "presence-only news passes a waiter without presence");
-    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 14, true), false, "but not one that wants presence");
-    assert.equal(notifier.quietBetween("@w:test", rooms, 13, 14, true), true, "windows after it are quiet again");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 14, false, false), true, "presence-only news passes a waiter without presence");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 14, true, false), false, "but not one that wants presence");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 13, 14, true, false), true, "windows after it are quiet again");
     bus.publish({ from: 14, position: 15, rooms: [], users: ["@w:test"] });
-    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false), false, "news naming the user");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false, false), false, "news naming the user");
     bus.publish(wake(15, 16, ["!room:test"]));
-    assert.equal(notifier.quietBetween("@w:test", rooms, 15, 16, false), false, "news in one of its rooms");
-    assert.equal(notifier.quietBetween("@w:test", rooms, 15, 17, false), false, "a window reaching past what was announced");
-    assert.equal(notifier.quietBetween("@w:test", rooms, 8, 12, false), false, "a window from before the watermark started");
-    assert.equal(notifier.quietBetween("@w:test", rooms, 16, 16, false), true);
+    assert.equal(notifier.quietBetween("@w:test", rooms, 15, 16, false, false), false, "news in one of its rooms");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 15, 17, false, false), false, "a window reaching past what was announced");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 8, 12, false, false), false, "a window from before the watermark started");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 16, 16, false, false), true);
+    bus.publish({ from: 16, position: 17, rooms: [], users: ["@other:test"], ephemeralRooms: ["!room:test"] });
+    assert.equal(notifier.quietBetween("@w:test", rooms, 16, 17, false, false), true, "receipts or typing alone pass a waiter that filters both out");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 16, 17, false, true), false, "but not one that wants them");
   });
 
   test("quietBetween: out of order, nothing is vouched for until the gap closes", () => {
     fresh();
     const rooms = new Set(["!room:test"]);
     bus.publish(wake(12, 15));
-    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false), false);
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false, false), false);
     bus.publish(wake(10, 12, ["!room:test"]));
-    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false), false, "the late batch named the room");
-    assert.equal(notifier.quietBetween("@w:test", rooms, 12, 15, false), true);
+    assert.equal(notifier.quietBetween("@w:test", rooms, 10, 15, false, false), false, "the late batch named the room");
+    assert.equal(notifier.quietBetween("@w:test", rooms, 12, 15, false, false), true);
   });
 
   test("park: the outcome comes once, from a microtask, not from inside the wake-up", async () => {
@@ -411,5 +428,112 @@ describe("Notifier.paceWakes: a wave's waiters woken as there is room", () => {
     notifier.close();
     await all;
     assert.deepEqual(outcomes, [[1, "aborted"], [0, "woken"], [2, "closed"]]);
+  });
+});
+
+describe("Notifier: receipts and typing in a big room wake its waiters together", () => {
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
+  const room = new Set(["!channel:test"]);
+  function setup(): { bus: LocalBus; notifier: Notifier } {
+    const bus = new LocalBus();
+    const notifier = new Notifier(bus, new Metrics());
+    notifier.start(10, async () => 10);
+    return { bus, notifier };
+  }
+  /** `n` members long-polling the room; `outcomes[i]` once member i's wait is over. */
+  function members(notifier: Notifier, n: number, timeoutMs = 60_000, first = 0, since = 10) {
+    const outcomes: Array<WaitOutcome | undefined> = [];
+    const done = Array.from({ length: n }, (_, i) => waitFor(notifier, `@m${first + i}:test`, room, since, timeoutMs).then((o) => (outcomes[i] = o)));
+    return { outcomes, done };
+  }
+  const receipts = (from: number, position: number) => ({ from, position, rooms: [], users: [`@reader${position}:test`], ephemeralRooms: ["!channel:test"] });
+
+  test("many receipt batches in a room of 60 waiters: none woken at once, all woken once, shortly after", async () => {
+    const { bus, notifier } = setup();
+    const { outcomes, done } = members(notifier, 60);
+    for (let p = 11; p <= 20; p++) bus.publish(receipts(p - 1, p));
+    await turn();
+    assert.equal(outcomes.filter(Boolean).length, 0, "nobody answered per batch");
+    await Promise.all(done);
+    // Each window starts where the first held batch began, so the members share it.
+    assert.ok(outcomes.every((o) => o?.reason === "woken" && o.quietThrough === 10), JSON.stringify(outcomes[0]));
+    notifier.close();
+  });
+
+  test("a message in the meantime wakes them at once, as always, with their windows starting before the held receipts", async () => {
+    const { bus, notifier } = setup();
+    const { outcomes, done } = members(notifier, 60);
+    bus.publish({ from: 10, position: 11, rooms: ["!elsewhere:test"], users: [] });
+    bus.publish(receipts(11, 12));
+    bus.publish({ from: 12, position: 13, rooms: ["!channel:test"], users: [] });
+    await turn();
+    await turn();
+    assert.equal(outcomes.filter(Boolean).length, 60);
+    await Promise.all(done);
+    // Woken by the message (from 12), but the receipts at 12 were held: quiet only through 11.
+    assert.ok(outcomes.every((o) => o?.reason === "woken" && o.quietThrough === 11), JSON.stringify(outcomes[0]));
+    notifier.close();
+  });
+
+  test("a held-back waiter whose time runs out is woken, not timed out: it had news", async () => {
+    const { bus, notifier } = setup();
+    // 60 waiters with a wait shorter than the pacing.
+    const { outcomes, done } = members(notifier, 60, 100);
+    bus.publish(receipts(10, 11));
+    await Promise.all(done);
+    assert.ok(outcomes.every((o) => o?.reason === "woken"), JSON.stringify(outcomes.find((o) => o?.reason !== "woken")));
+    notifier.close();
+  });
+
+  test("a room seen big stays paced while most of its members are being answered", async () => {
+    const { bus, notifier } = setup();
+    const first = members(notifier, 60);
+    bus.publish(receipts(10, 11));
+    await Promise.all(first.done);
+    // Ten are parked again (the rest still being answered, say): their receipts are held back too.
+    const { outcomes, done } = members(notifier, 10, 60_000, 100, 11);
+    bus.publish(receipts(11, 12));
+    await turn();
+    assert.equal(outcomes.filter(Boolean).length, 0);
+    await Promise.all(done);
+    assert.ok(outcomes.every((o) => o?.reason === "woken"));
+    notifier.close();
+  });
+
+  test("a long-poll back with only receipts of a big room to show is held back too; with anything else, it is not", async () => {
+    const { bus, notifier } = setup();
+    const parked = members(notifier, 60);
+    bus.publish(receipts(10, 11));
+    await Promise.all(parked.done);
+    const mine = new Set(["!channel:test", "!dm:test"]);
+    assert.deepEqual(notifier.pacedEphemeralNews("@m0:test", mine, 10, 11, true), ["!channel:test"]);
+    bus.publish({ from: 11, position: 12, rooms: [], users: [], ephemeralRooms: ["!dm:test"] });
+    assert.equal(notifier.pacedEphemeralNews("@m0:test", mine, 10, 12, true), null, "typing in a small room is answered at once");
+    assert.deepEqual(notifier.pacedEphemeralNews("@m0:test", mine, 11, 11, true), null, "an empty window");
+    bus.publish({ from: 12, position: 13, rooms: ["!channel:test"], users: [] });
+    assert.equal(notifier.pacedEphemeralNews("@m0:test", new Set(["!channel:test"]), 10, 13, true), null, "a message is answered at once");
+    bus.publish({ from: 13, position: 14, rooms: [], users: ["@m0:test"] });
+    assert.equal(notifier.pacedEphemeralNews("@m0:test", new Set(["!channel:test"]), 13, 14, true), null, "so is news for the user");
+
+    // Parked with the room to hold back in, the wait ends at the room's next flush, woken.
+    let outcome: WaitOutcome | undefined;
+    const parked2 = new Promise<WaitOutcome>((resolve) => notifier.park("@m0:test", new Set(["!channel:test"]), 14, 60_000, undefined, { holdBackIn: ["!channel:test"] }, resolve)).then((o) => (outcome = o));
+    await turn();
+    assert.equal(outcome, undefined, "held, not answered at once");
+    await parked2;
+    assert.deepEqual(outcome, { reason: "woken", quietThrough: null });
+    notifier.close();
+  });
+
+  test("waiters that filter receipts and typing out are not woken at all, and a small room is woken at once", async () => {
+    const { bus, notifier } = setup();
+    const lean = Array.from({ length: 60 }, (_, i) => waitFor(notifier, `@lean${i}:test`, room, 10, 800, undefined, { ephemeral: false }));
+    const small = waitFor(notifier, "@dm:test", new Set(["!dm:test"]), 10, 60_000);
+    bus.publish(receipts(10, 11));
+    bus.publish({ from: 11, position: 12, rooms: [], users: [], ephemeralRooms: ["!dm:test"] });
+    assert.deepEqual(await small, { reason: "woken", quietThrough: 11 });
+    const leanOutcomes = await Promise.all(lean);
+    assert.ok(leanOutcomes.every((o) => o.reason === "timeout"));
+    notifier.close();
   });
 });

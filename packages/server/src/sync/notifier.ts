@@ -44,8 +44,13 @@ export class ClientGone implements CancelSignal {
 class Waiter {
   /** Named by a wake-up and in line to be woken (see paceWakes): should its timer fire, it had news. */
   queued = false;
-  /** Set when a wake-up names it: the outcome's `quietThrough` (see quietBefore). */
+  /**
+   * Set when a wake-up names it (or first holds its news back): the outcome's `quietThrough`
+   * (see quietBefore).
+   */
   quiet: number | null = null;
+  /** Receipts or typing news for it is being held back (see EPHEMERAL_PACE_WAITERS). */
+  heldBack = false;
   /** Where `deadlines` files it (-1: not there; a short wait has a timer of its own). */
   deadlineSlot = -1;
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
@@ -58,11 +63,17 @@ class Waiter {
     readonly since: number,
     /** Whether presence changes are news to it (its filter lets m.presence through). */
     readonly presence: boolean,
+    /** Whether receipts and typing are news to it (its filter lets either through). */
+    readonly ephemeral: boolean,
     private readonly signal: CancelSignal | undefined,
     private readonly onOutcome: (outcome: WaitOutcome) => void,
   ) {}
 
   readonly abort = (): void => this.wake({ reason: "aborted" });
+
+  get isSettled(): boolean {
+    return this.settled;
+  }
 
   /**
    * Ends the wait, once: a queued waiter whose client goes away is woken then, and skipped in the
@@ -98,6 +109,23 @@ const LOG_SIZE = 4096;
  */
 const SHARED_DEADLINE_MIN_MS = 2000;
 const DEADLINE_GRANULARITY_MS = 100;
+
+/**
+ * In a room with more parked long-polls than this (now, or within BIG_ROOM_MEMORY_MS: during a
+ * wave most members are being answered, not parked), receipts and typing wake its waiters
+ * together, a moment after the news: 2 ms per waiter, at least EPHEMERAL_PACE_MIN_MS and at most
+ * EPHEMERAL_PACE_MAX_MS. Each member who reads a message in a channel of thousands sends a
+ * receipt, and each receipt is news to every other member: woken per batch of receipts, every
+ * member was answered again and again for read markers (200 members: 11 times as many answers
+ * as without receipts, and the sender's acknowledgements waited seconds). Paced so, a room's
+ * receipts cost at most about 500 answers a second, whatever its size. Small rooms (a
+ * chat, where typing shows) are woken at once.
+ */
+const EPHEMERAL_PACE_WAITERS = 50;
+const EPHEMERAL_PACE_MIN_MS = 1000;
+const EPHEMERAL_PACE_MS_PER_WAITER = 2;
+const EPHEMERAL_PACE_MAX_MS = 5000;
+const BIG_ROOM_MEMORY_MS = 60_000;
 
 /** Out-of-order batches remembered while an earlier one is still on its way. */
 const MAX_AHEAD = 10_000;
@@ -149,6 +177,10 @@ export class Notifier {
   private drainScheduled = false;
   /** The long waits' timeouts (see expire). */
   private readonly deadlines = new Deadlines<Waiter>((w) => this.expire(w), DEADLINE_GRANULARITY_MS);
+  /** Per big room, the waiters whose receipts or typing news is held back (see EPHEMERAL_PACE_WAITERS). */
+  private readonly heldBack = new Map<string, Set<Waiter>>();
+  /** Rooms last seen with more than EPHEMERAL_PACE_WAITERS waiters: when, and how many. */
+  private readonly bigRooms = new Map<string, { at: number; waiters: number }>();
 
   /**
    * A wait's timeout. Computed the moment it fires: a wake-up handled later is not covered by it.
@@ -156,7 +188,8 @@ export class Notifier {
    * out of turn, rather than left waiting on its line.
    */
   private expire(w: Waiter): void {
-    w.wake(w.queued ? { reason: "woken", quietThrough: w.quiet } : { reason: "timeout", quietThrough: this.quietThrough(w.since) });
+    if (w.heldBack) w.wake({ reason: "woken", quietThrough: w.quiet });
+    else w.wake(w.queued ? { reason: "woken", quietThrough: w.quiet } : { reason: "timeout", quietThrough: this.quietThrough(w.since) });
   }
 
   get isClosed(): boolean {
@@ -178,11 +211,21 @@ export class Notifier {
    * Waits until something for this user may have happened after `since`, or timeoutMs passed;
    * `onOutcome` is called once, from a microtask, with how the wait ended. With `presence: false`
    * (a filter that leaves out presence), wake-ups that only announce presence changes pass it by
-   * (see isPresenceOnly). A callback, not a promise: /sync parks its long-polls this way (see
-   * SyncService.answer), so a waiting request is a few small objects, not a chain of suspended
-   * async functions and their promises.
+   * (see isPresenceOnly); with `ephemeral: false` (a filter that leaves out receipts and typing),
+   * so do rooms whose only news is those (WakeUp.ephemeralRooms). `holdBackIn`: rooms whose such
+   * news the caller found and is to be answered paced (see pacedEphemeralNews). A callback, not a
+   * promise: /sync parks its long-polls this way (see SyncService.answer), so a waiting request is
+   * a few small objects, not a chain of suspended async functions and their promises.
    */
-  park(userId: string, rooms: ReadonlySet<string>, since: number, timeoutMs: number, signal: CancelSignal | undefined, opts: { presence?: boolean }, onOutcome: (outcome: WaitOutcome) => void): void {
+  park(
+    userId: string,
+    rooms: ReadonlySet<string>,
+    since: number,
+    timeoutMs: number,
+    signal: CancelSignal | undefined,
+    opts: { presence?: boolean; ephemeral?: boolean; holdBackIn?: readonly string[] },
+    onOutcome: (outcome: WaitOutcome) => void,
+  ): void {
     const now = (outcome: WaitOutcome) => queueMicrotask(() => onOutcome(outcome));
     if (this.closed) return now({ reason: "closed" });
     if (signal?.aborted) return now({ reason: "aborted" });
@@ -190,11 +233,12 @@ export class Notifier {
     // already; returning lets the caller look again instead of sleeping through it.
     if (this.position > since) return now({ reason: "woken", quietThrough: null });
     if (timeoutMs <= 0) return now({ reason: "timeout", quietThrough: this.quietThrough(since) });
-    const waiter = new Waiter(this, userId, rooms, since, opts.presence ?? true, signal, onOutcome);
+    const waiter = new Waiter(this, userId, rooms, since, opts.presence ?? true, opts.ephemeral ?? true, signal, onOutcome);
     if (timeoutMs >= SHARED_DEADLINE_MIN_MS) this.deadlines.add(waiter, performance.now() + timeoutMs);
     else waiter.timer = setTimeout(() => this.expire(waiter), timeoutMs);
     signal?.addEventListener("abort", waiter.abort, { once: true });
     this.add(waiter);
+    for (const r of opts.holdBackIn ?? []) this.holdBack(r, waiter, this.ephemeralPace(r, 0), null);
   }
 
   /** A waiter's wait is over: off its timer and the indexes (see Waiter.wake). */
@@ -278,11 +322,27 @@ export class Notifier {
   /**
    * Whether nothing in (since, upto] is news for this user: every batch of that window was
    * announced here, and none named the user or one of `rooms` (presence-only batches count only
-   * with `presence`). A long-poll coming back while other rooms are busy finds the stream moved
-   * on; this answers "anything for me?" without building a response.
+   * with `presence`, rooms with only receipts or typing only with `ephemeral`). A long-poll coming
+   * back while other rooms are busy finds the stream moved on; this answers "anything for me?"
+   * without building a response.
    */
-  quietBetween(userId: string, rooms: ReadonlySet<string>, since: number, upto: number, presence: boolean): boolean {
+  quietBetween(userId: string, rooms: ReadonlySet<string>, since: number, upto: number, presence: boolean, ephemeral: boolean): boolean {
     if (upto <= since) return true;
+    return this.visitWindow(since, upto, (w) => {
+      if (w.presenceOnly === true && !presence) return true;
+      if (w.users.includes(userId)) return false;
+      for (const r of w.rooms) if (rooms.has(r)) return false;
+      if (ephemeral && w.ephemeralRooms) for (const r of w.ephemeralRooms) if (rooms.has(r)) return false;
+      return true;
+    });
+  }
+
+  /**
+   * Calls `visit` with each logged batch inside (since, upto], newest first, while it returns
+   * true. False if the log does not cover that window (every batch of it announced here, none
+   * dropped from the log), or if `visit` stopped.
+   */
+  private visitWindow(since: number, upto: number, visit: (w: WakeUp) => boolean): boolean {
     if (this.announced === null || this.announced < upto || since < this.floor || since < this.logStart) return false;
     const n = this.log.length;
     for (let i = 1; i <= n; i++) {
@@ -292,9 +352,7 @@ export class Notifier {
         continue;
       }
       if (w.from! >= upto) continue;
-      if (w.presenceOnly === true && !presence) continue;
-      if (w.users.includes(userId)) return false;
-      for (const r of w.rooms) if (rooms.has(r)) return false;
+      if (!visit(w)) return false;
     }
     return true;
   }
@@ -452,6 +510,7 @@ export class Notifier {
   close(): void {
     this.closed = true;
     this.unsubscribe();
+    this.heldBack.clear();
     for (const waiters of [...this.byUser.values()]) for (const w of waiters instanceof Set ? [...waiters] : [waiters]) w.wake({ reason: "closed" });
     this.drain();
   }
@@ -475,17 +534,105 @@ export class Notifier {
       if (waiters instanceof Set) for (const waiter of waiters) hit.add(waiter);
       else hit.add(waiters);
     }
+    for (const r of w.ephemeralRooms ?? []) {
+      const waiters = this.byRoom.get(r);
+      if (waiters === undefined) continue;
+      const paceMs = this.ephemeralPace(r, waiters instanceof Set ? waiters.size : 1);
+      for (const waiter of waiters instanceof Set ? waiters : [waiters]) {
+        if (!waiter.ephemeral || hit.has(waiter) || w.position <= waiter.since) continue;
+        if (paceMs === 0) hit.add(waiter);
+        else this.holdBack(r, waiter, paceMs, this.quietBefore(waiter.since, w));
+      }
+    }
+    this.wakeAll(hit, w);
+  }
+
+  /**
+   * For a long-poll back with news in (since, upto]: the rooms of `rooms` with receipts or typing
+   * news there, if that is all its news and every one of them is a big room, whose such news is
+   * answered paced (see EPHEMERAL_PACE_WAITERS); otherwise null. Without this, a member answered
+   * for a receipt came back to find the next receipts already there, and was answered at once,
+   * over and over, for as long as the room's members kept reading.
+   */
+  pacedEphemeralNews(userId: string, rooms: ReadonlySet<string>, since: number, upto: number, presence: boolean): string[] | null {
+    if (upto <= since || this.bigRooms.size === 0) return null;
+    const paced = new Set<string>();
+    const onlyPaced = this.visitWindow(since, upto, (w) => {
+      if (w.presenceOnly === true && !presence) return true;
+      if (w.users.includes(userId)) return false;
+      for (const r of w.rooms) if (rooms.has(r)) return false;
+      for (const r of w.ephemeralRooms ?? []) {
+        if (!rooms.has(r) || paced.has(r)) continue;
+        const waiters = this.byRoom.get(r);
+        if (this.ephemeralPace(r, waiters instanceof Set ? waiters.size : waiters === undefined ? 0 : 1) === 0) return false;
+        paced.add(r);
+      }
+      return true;
+    });
+    return onlyPaced && paced.size > 0 ? [...paced] : null;
+  }
+
+  /** How long receipts and typing news in `room` are held back: 0 for a small room. */
+  private ephemeralPace(room: string, waiters: number): number {
+    const now = performance.now();
+    if (waiters > EPHEMERAL_PACE_WAITERS) this.bigRooms.set(room, { at: now, waiters });
+    else {
+      const big = this.bigRooms.get(room);
+      if (big === undefined) return 0;
+      if (now - big.at > BIG_ROOM_MEMORY_MS) {
+        this.bigRooms.delete(room);
+        return 0;
+      }
+      waiters = big.waiters;
+    }
+    return Math.min(EPHEMERAL_PACE_MAX_MS, Math.max(EPHEMERAL_PACE_MIN_MS, waiters * EPHEMERAL_PACE_MS_PER_WAITER));
+  }
+
+  /**
+   * `quiet`: what waking it at once would have vouched for (see quietBefore); it still holds when
+   * the held news is let go, so the members let go together share their windows' answers.
+   */
+  private holdBack(room: string, waiter: Waiter, ms: number, quiet: number | null): void {
+    let held = this.heldBack.get(room);
+    if (held === undefined) {
+      this.heldBack.set(room, (held = new Set()));
+      // Unreferenced: a notifier closed meanwhile lets the process exit; the flush finds nothing.
+      setTimeout(() => this.flushHeldBack(room), ms).unref();
+    }
+    held.add(waiter);
+    if (!waiter.heldBack) {
+      waiter.heldBack = true;
+      waiter.quiet = quiet;
+    }
+  }
+
+  /** Wakes the waiters of `room` whose receipts or typing news was held back. */
+  private flushHeldBack(room: string): void {
+    const held = this.heldBack.get(room);
+    if (held === undefined) return;
+    this.heldBack.delete(room);
+    const hit = new Set<Waiter>();
+    for (const waiter of held) if (!waiter.queued && !waiter.isSettled) hit.add(waiter);
+    this.wakeAll(hit, null);
+  }
+
+  /**
+   * `w`: the wake-up that names them; null for held-back news. A waiter whose news was held back
+   * keeps where its quiet ended then: a later wake-up's window would pass over the held news.
+   */
+  private wakeAll(hit: ReadonlySet<Waiter>, w: WakeUp | null): void {
+    const quiet = (waiter: Waiter) => (w === null || waiter.heldBack ? waiter.quiet : this.quietBefore(waiter.since, w));
     if (this.pacer === null) {
-      for (const waiter of hit) if (w.position > waiter.since) waiter.wake({ reason: "woken", quietThrough: this.quietBefore(waiter.since, w) });
+      for (const waiter of hit) if (w === null || w.position > waiter.since) waiter.wake({ reason: "woken", quietThrough: quiet(waiter) });
       return;
     }
     let queued = false;
     for (const waiter of hit) {
-      if (w.position <= waiter.since) continue;
+      if (w !== null && w.position <= waiter.since) continue;
       // Off the indexes now: later wake-ups must not line it up twice.
       this.remove(waiter);
       waiter.queued = true;
-      waiter.quiet = this.quietBefore(waiter.since, w);
+      waiter.quiet = quiet(waiter);
       this.wakeQueue.push(waiter);
       queued = true;
     }

@@ -80,6 +80,8 @@ interface SyncRun {
   readonly deadline: number;
   /** Whether presence is news to it (its filter lets m.presence through). */
   readonly presence: boolean;
+  /** Whether receipts or typing are news to it (its filter lets either through). */
+  readonly ephemeral: boolean;
   /**
    * Nothing in (since, from] is news to the viewer: windows start at `from`. A wave's members were
    * last answered at positions of their own (their other rooms, presence), so windows from their
@@ -93,6 +95,8 @@ interface SyncRun {
   /** Where the current wait began, and whether (since, upto] was known to be quiet then. */
   upto: number;
   quietToUpto: boolean;
+  /** Its receipts or typing news was held back once (see Notifier.pacedEphemeralNews): not again. */
+  heldBack: boolean;
   readonly done: (err: unknown, out?: Json) => void;
 }
 
@@ -156,6 +160,7 @@ export class SyncService {
       // thousands of members re-announcing presence, dropping on it would leave nothing shared.
       if (isPresenceOnly(w)) return;
       for (const r of w.rooms) this.shared.dropRoom(r);
+      for (const r of w.ephemeralRooms ?? []) this.shared.dropRoom(r);
       for (const u of w.users) this.memberships.drop(u);
     });
   }
@@ -183,7 +188,7 @@ export class SyncService {
     let run: SyncRun;
     try {
       const since = p.since !== undefined ? parseToken(p.since) : null;
-      run = { viewer, p, since, deadline: Date.now() + p.timeoutMs - longPollJitter(p.timeoutMs), presence: wantsType(p.filter?.presence, "m.presence"), from: since, upto: 0, quietToUpto: true, done };
+      run = { viewer, p, since, deadline: Date.now() + p.timeoutMs - longPollJitter(p.timeoutMs), presence: wantsType(p.filter?.presence, "m.presence"), ephemeral: wantsType(p.filter?.room?.ephemeral, "m.receipt") || wantsType(p.filter?.room?.ephemeral, "m.typing"), from: since, upto: 0, quietToUpto: true, heldBack: false, done };
     } catch (err) {
       done(err);
       return;
@@ -228,15 +233,23 @@ export class SyncService {
     const acknowledges = since !== null && this.pendingAck.delete(toDeviceKey(viewer.userId, viewer.deviceId));
     // Whether (since, upto] is known to hold nothing for the viewer when the wait below begins.
     let quietToUpto = true;
+    // Big rooms whose receipts or typing are all the news there is: answered paced, not now.
+    let held: string[] | null = null;
     if (since !== upto || p.fullState || this.answerNow(run) || acknowledges) {
       // A long-poll back while other rooms are busy finds the stream moved on; if nothing
       // announced in between named it, there is nothing to build (see quietBetween).
       let quiet = false;
       if (run.from !== null && !p.fullState && !this.answerNow(run) && !acknowledges) {
         rooms = (await this.membershipsAt(viewer.userId, upto)).joined;
-        quiet = this.d.notifier.quietBetween(viewer.userId, rooms, run.from, upto, run.presence);
+        quiet = this.d.notifier.quietBetween(viewer.userId, rooms, run.from, upto, run.presence, run.ephemeral);
+        if (!quiet && run.ephemeral && !run.heldBack) held = this.d.notifier.pacedEphemeralNews(viewer.userId, rooms, run.from, upto, run.presence);
       }
-      if (!quiet) {
+      if (held !== null) {
+        // Not quiet: the held news is in (since, upto], and its build comes when it is let go.
+        quietToUpto = false;
+        run.heldBack = true;
+      }
+      else if (!quiet) {
         const out = await this.build(viewer, since, upto, p, run.from);
         if (this.answerNow(run) || hasNews(out)) return out;
         // Built and found nothing to show; that is not the same as nothing announced.
@@ -246,7 +259,7 @@ export class SyncService {
     rooms ??= (await this.membershipsAt(viewer.userId, upto)).joined;
     run.upto = upto;
     run.quietToUpto = quietToUpto;
-    this.d.notifier.park(viewer.userId, rooms, upto, run.deadline - Date.now(), p.signal, { presence: run.presence }, (outcome) => this.resume(run, outcome));
+    this.d.notifier.park(viewer.userId, rooms, upto, run.deadline - Date.now(), p.signal, { presence: run.presence, ephemeral: run.ephemeral, ...(held !== null ? { holdBackIn: held } : {}) }, (outcome) => this.resume(run, outcome));
     return PARKED;
   }
 
@@ -345,14 +358,15 @@ export class SyncService {
     }
     // The window's answer already lists the rooms with receipts (see WindowNews).
     const receiptRooms = news !== null ? joinedIds.filter((r) => news.receipts.has(r)) : joinedIds;
-    const typingRooms = from === null ? joinedIds : await inWindow("typing", joinedIds);
+    const wantsTyping = wantsType(roomFilter?.ephemeral, "m.typing");
+    const typingRooms = from === null || !wantsTyping ? joinedIds : await inWindow("typing", joinedIds);
     const [receipts, typing, roomAccountData] = await Promise.all([
-      filterEphemeral(roomFilter) && receiptRooms.length > 0
+      wantsType(roomFilter?.ephemeral, "m.receipt") && receiptRooms.length > 0
         ? from === null
           ? this.d.ephemeral.receiptsFor(joinedIds, viewer.userId)
           : this.d.ephemeral.receiptsSince(receiptRooms, from, upto, viewer.userId)
         : new Map<string, Json>(),
-      from !== null && filterEphemeral(roomFilter) && typingRooms.length > 0 ? this.d.ephemeral.typingSince(typingRooms, from, upto) : new Map<string, string[]>(),
+      from !== null && wantsTyping && typingRooms.length > 0 ? this.d.ephemeral.typingSince(typingRooms, from, upto) : new Map<string, string[]>(),
       from === null
         ? this.d.accountData.all(viewer.userId)
         : news !== null && !news.accountData.has(viewer.userId)
@@ -365,7 +379,7 @@ export class SyncService {
       since === null
         ? {
             ranges: await this.d.rooms.visibleRanges(viewer.userId, joinedIds),
-            typing: filterEphemeral(roomFilter) ? await this.d.ephemeral.typingIn(joinedIds) : new Map<string, string[]>(),
+            typing: wantsTyping ? await this.d.ephemeral.typingIn(joinedIds) : new Map<string, string[]>(),
             unread: await this.d.push.unreadCountsFor(viewer.userId, upto),
           }
         : null;
@@ -682,10 +696,6 @@ function wantsType(f: EventFilter | undefined, type: string): boolean {
   return !f.types || f.types.some((p) => typeMatches(p, type));
 }
 
-function filterEphemeral(roomFilter: Filter["room"] | undefined): boolean {
-  const ef = roomFilter?.ephemeral;
-  return !(ef && ef.limit === 0);
-}
 
 /**
  * How much earlier than asked an idle long-poll is answered. Clients that connected together (a
