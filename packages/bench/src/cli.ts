@@ -50,7 +50,7 @@ const usage = `usage: npm run bench -- --scenario ${Object.keys(scenarios).join(
   [--server-pid PID]                    with --target: read that server's memory from /proc
   [--cpu-prof DIR]                      CPU and allocation profiles of the server during the measurement window, written there
   [--heap-live]                         with --cpu-prof: the allocation profile keeps only what is still alive at the end (what waiting requests hold)
-  scenario knobs: --senders N --seconds N --typing 1 (send), --members N --messages N --rate N (fanout),
+  scenario knobs: --senders N --seconds N --typing 1 (send), --members N --messages N --rate N --receipts 1|2 (fanout),
                   --logins N --concurrency N (login),
                   --rooms N --connections N --rate N --seconds N --poll-timeout S --presence-online 1 --poll-filter-id 1 (sync),
                   --members N --devices N --otks N (e2ee), --max-mib N (media: 1, 50, 1024 MiB up to N),

@@ -88,6 +88,12 @@ export const LEAN_FILTER = JSON.stringify({
   room: { timeline: { limit: 100 }, state: { lazy_load_members: true }, ephemeral: { not_types: ["*"] }, account_data: { not_types: ["*"] } },
 });
 
+/** LEAN_FILTER, but with read receipts, as a client that shows who has read a message asks. */
+export const LEAN_FILTER_WITH_RECEIPTS = JSON.stringify({
+  ...(JSON.parse(LEAN_FILTER) as Record<string, unknown>),
+  room: { timeline: { limit: 100 }, state: { lazy_load_members: true }, ephemeral: { types: ["m.receipt"] }, account_data: { not_types: ["*"] } },
+});
+
 /** Stores a filter for the user (POST /user/{userId}/filter), as clients do once; returns its id. */
 export async function uploadFilter(s: Session, filter: string): Promise<string> {
   const r = await call<{ filter_id: string }>(s.baseUrl, "POST", `/_matrix/client/v3/user/${enc(s.userId)}/filter`, { token: s.accessToken, body: JSON.parse(filter) });

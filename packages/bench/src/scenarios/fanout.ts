@@ -1,4 +1,4 @@
-import { sendMessage, sync, uploadFilter, LEAN_FILTER, MatrixHttpError, type Session, type SyncResponse } from "../matrix.js";
+import { sendMessage, sendReceipt, sync, uploadFilter, LEAN_FILTER, LEAN_FILTER_WITH_RECEIPTS, MatrixHttpError, type Session, type SyncResponse } from "../matrix.js";
 import { median, percentile, percentileByGroup, pool, round, sleep } from "../stats.js";
 import { openSessions, seedRooms } from "../population.js";
 import type { Scenario } from "../scenario.js";
@@ -50,12 +50,19 @@ class Member {
  * K members of one room long-poll /sync; one sender posts at a steady rate. Delivery latency is
  * from the sender's acknowledgement to the moment a member's sync response carries the event
  * (0 when the sync beat the acknowledgement back).
+ *
+ * `--receipts 1`: every member sends a read receipt for the newest message an answer brought, as
+ * a client showing the room does. The members' filter leaves receipts out, as lean clients' do;
+ * `--receipts 2`: it lets them in, as Element's does, so each receipt is news to every member.
  */
 export const fanout: Scenario = async (ctx) => {
   const members = ctx.num("members", ctx.quick ? 200 : 5000);
   const messages = ctx.num("messages", ctx.quick ? 20 : 50);
   const rate = ctx.num("rate", 2);
   const grace = ctx.num("grace", 15);
+  const receiptMode = ctx.num("receipts", 0);
+  const receipts = receiptMode === 1 || receiptMode === 2;
+  const filter = receiptMode === 2 ? LEAN_FILTER_WITH_RECEIPTS : LEAN_FILTER;
   const creds = await ctx.target.users(members + 1, "fan");
   // Set-up takes the fast paths of a server the bench started (sessions without the argon2
   // verify, joins in batches through the event write path); any other server gets /login and
@@ -72,6 +79,9 @@ export const fanout: Scenario = async (ctx) => {
   const ackAt = new Map<string, number>();
   const received: Map<string, number>[] = readers.map(() => new Map());
   let syncErrors = 0;
+  let receiptsSent = 0;
+  let receiptErrors = 0;
+  let receiptError: string | undefined;
   let stop = false;
 
   const poll = async (m: Member, i: number, from: string) => {
@@ -80,11 +90,22 @@ export const fanout: Scenario = async (ctx) => {
       try {
         const r = await m.sync(since, 30_000);
         const now = Date.now();
+        let newest: string | null = null;
         for (const ev of r.rooms?.join?.[roomId]?.timeline?.events ?? []) {
           const id = ev.content?.["bench_id"];
-          if (typeof id === "string" && !received[i]!.has(id)) received[i]!.set(id, now);
+          if (typeof id === "string" && !received[i]!.has(id)) {
+            received[i]!.set(id, now);
+            newest = ev.event_id;
+          }
         }
         since = r.next_batch;
+        if (receipts && newest !== null) {
+          receiptsSent++;
+          sendReceipt(readers[i]!, roomId, newest).catch((err: unknown) => {
+            receiptErrors++;
+            receiptError ??= err instanceof Error ? `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ""}` : String(err);
+          });
+        }
       } catch {
         if (stop) return;
         syncErrors++;
@@ -93,7 +114,7 @@ export const fanout: Scenario = async (ctx) => {
     }
   };
   ctx.progress(`${members} members store a filter, sync once, then long-poll`);
-  const filterIds = await pool(readers, 16, (s) => uploadFilter(s, LEAN_FILTER));
+  const filterIds = await pool(readers, 16, (s) => uploadFilter(s, filter));
   const initial = await pool(readers, 16, async (s, i) => (await sync(s, { timeout: 0, filter: filterIds[i]! })).next_batch);
   const polling = readers.map((s, i) => new Member(s, filterIds[i]!));
   const ready = polling.map((m, i) => poll(m, i, initial[i]!));
@@ -164,7 +185,7 @@ export const fanout: Scenario = async (ctx) => {
   for (const [id, ms] of byMessage) if (ms >= 1000) overSecond.set(id, (overSecond.get(id) ?? 0) + 1);
   const rss = await ctx.target.rssBytes();
   return {
-    parameters: { members, messages, rate },
+    parameters: { members, messages, rate, ...(receipts ? { receipts: receiptMode } : {}) },
     figures: {
       delivered: latencies.length,
       undelivered,
@@ -197,10 +218,11 @@ export const fanout: Scenario = async (ctx) => {
       bench_cpu_s: round((benchCpu.user + benchCpu.system) / 1e6),
       send_errors: sendErrors,
       sync_errors: syncErrors,
+      ...(receipts ? { receipts_sent: receiptsSent, receipt_errors: receiptErrors } : {}),
       ...(rss !== null ? { server_rss_mb: round(rss / 1048576) } : {}),
     },
     // Per message, in sending order: which waves make the tail.
-    detail: { message_p99_ms: messageP99.map(round), message_over_1s: [...ackAt.keys()].map((id) => overSecond.get(id) ?? 0) },
+    detail: { message_p99_ms: messageP99.map(round), message_over_1s: [...ackAt.keys()].map((id) => overSecond.get(id) ?? 0), ...(receiptError !== undefined ? { first_receipt_error: receiptError } : {}) },
     checks: [
       { what: "delivery p99", target: "< 1 s", pass: p99 < 1000 },
       { what: "undelivered", target: "0", pass: undelivered === 0 && sendErrors === 0 },
