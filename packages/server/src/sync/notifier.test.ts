@@ -485,6 +485,20 @@ describe("Notifier: receipts and typing in a big room wake its waiters together"
     notifier.close();
   });
 
+  test("a room is known big from its parked members, before any receipt", async () => {
+    const { bus, notifier } = setup();
+    // 60 parked; a message wakes them all (no receipt yet); then ten are parked again.
+    const first = members(notifier, 60);
+    bus.publish({ from: 10, position: 11, rooms: ["!channel:test"], users: [] });
+    await Promise.all(first.done);
+    const { outcomes, done } = members(notifier, 10, 60_000, 100, 11);
+    bus.publish(receipts(11, 12));
+    await turn();
+    assert.equal(outcomes.filter(Boolean).length, 0, "the first receipts after the message are paced already");
+    await Promise.all(done);
+    notifier.close();
+  });
+
   test("a room seen big stays paced while most of its members are being answered", async () => {
     const { bus, notifier } = setup();
     const first = members(notifier, 60);
@@ -515,13 +529,21 @@ describe("Notifier: receipts and typing in a big room wake its waiters together"
     bus.publish({ from: 13, position: 14, rooms: [], users: ["@m0:test"] });
     assert.equal(notifier.pacedEphemeralNews("@m0:test", new Set(["!channel:test"]), 13, 14, true), null, "so is news for the user");
 
-    // Parked with the room to hold back in, the wait ends at the room's next flush, woken.
+    // Parked with the room to hold back in, the wait ends at the room's next flush, woken, even
+    // though more receipts came between the look (14) and the wait (15).
+    bus.publish(receipts(14, 15));
     let outcome: WaitOutcome | undefined;
     const parked2 = new Promise<WaitOutcome>((resolve) => notifier.park("@m0:test", new Set(["!channel:test"]), 14, 60_000, undefined, { holdBackIn: ["!channel:test"] }, resolve)).then((o) => (outcome = o));
     await turn();
     assert.equal(outcome, undefined, "held, not answered at once");
     await parked2;
     assert.deepEqual(outcome, { reason: "woken", quietThrough: null });
+    // A message between the look and the wait is answered at once.
+    bus.publish({ from: 15, position: 16, rooms: ["!channel:test"], users: [] });
+    let atOnce: WaitOutcome | undefined;
+    notifier.park("@m0:test", new Set(["!channel:test"]), 15, 60_000, undefined, { holdBackIn: ["!channel:test"] }, (o) => (atOnce = o));
+    await turn();
+    assert.deepEqual(atOnce, { reason: "woken", quietThrough: null });
     notifier.close();
   });
 

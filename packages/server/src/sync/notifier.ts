@@ -231,7 +231,12 @@ export class Notifier {
     if (signal?.aborted) return now({ reason: "aborted" });
     // A write that committed after the caller read `since` but before it got here was announced
     // already; returning lets the caller look again instead of sleeping through it.
-    if (this.position > since) return now({ reason: "woken", quietThrough: null });
+    if (this.position > since) {
+      // Unless all that came since is more of what is being held back: while a big room's members
+      // keep reading, the stream always moves on between a look and the wait, and each member
+      // would be answered at once, over and over.
+      if (opts.holdBackIn === undefined || this.pacedEphemeralNews(userId, rooms, since, this.position, opts.presence ?? true) === null) return now({ reason: "woken", quietThrough: null });
+    }
     if (timeoutMs <= 0) return now({ reason: "timeout", quietThrough: this.quietThrough(since) });
     const waiter = new Waiter(this, userId, rooms, since, opts.presence ?? true, opts.ephemeral ?? true, signal, onOutcome);
     if (timeoutMs >= SHARED_DEADLINE_MIN_MS) this.deadlines.add(waiter, performance.now() + timeoutMs);
@@ -572,10 +577,21 @@ export class Notifier {
     return onlyPaced && paced.size > 0 ? [...paced] : null;
   }
 
+  /** Notes that `room` has `waiters` (more than EPHEMERAL_PACE_WAITERS) parked now. */
+  private seenBig(room: string, waiters: number): void {
+    const now = performance.now();
+    const big = this.bigRooms.get(room);
+    if (big === undefined) this.bigRooms.set(room, { at: now, waiters });
+    else {
+      big.at = now;
+      if (waiters > big.waiters) big.waiters = waiters;
+    }
+  }
+
   /** How long receipts and typing news in `room` are held back: 0 for a small room. */
   private ephemeralPace(room: string, waiters: number): number {
     const now = performance.now();
-    if (waiters > EPHEMERAL_PACE_WAITERS) this.bigRooms.set(room, { at: now, waiters });
+    if (waiters > EPHEMERAL_PACE_WAITERS) this.seenBig(room, waiters);
     else {
       const big = this.bigRooms.get(room);
       if (big === undefined) return 0;
@@ -641,7 +657,12 @@ export class Notifier {
 
   private add(w: Waiter): void {
     addTo(this.byUser, w.userId, w);
-    for (const r of w.rooms) addTo(this.byRoom, r, w);
+    for (const r of w.rooms) {
+      const waiters = addTo(this.byRoom, r, w);
+      // Measured where the waiters gather (all parked before a message), not only when receipts
+      // come: by then most members are being answered, and a room never seen big was never paced.
+      if (waiters instanceof Set && waiters.size > EPHEMERAL_PACE_WAITERS) this.seenBig(r, waiters.size);
+    }
     if (w.presence) for (const r of w.rooms) addTo(this.byRoomPresence, r, w);
     this.metrics.syncWaiters.inc();
   }
@@ -660,11 +681,21 @@ export class Notifier {
  */
 type Waiters = Waiter | Set<Waiter>;
 
-function addTo(map: Map<string, Waiters>, key: string, w: Waiter): void {
+/** Returns the key's waiters after the addition. */
+function addTo(map: Map<string, Waiters>, key: string, w: Waiter): Waiters {
   const waiters = map.get(key);
-  if (waiters === undefined) map.set(key, w);
-  else if (waiters instanceof Set) waiters.add(w);
-  else if (waiters !== w) map.set(key, new Set([waiters, w]));
+  if (waiters === undefined) {
+    map.set(key, w);
+    return w;
+  }
+  if (waiters instanceof Set) {
+    waiters.add(w);
+    return waiters;
+  }
+  if (waiters === w) return w;
+  const both = new Set([waiters, w]);
+  map.set(key, both);
+  return both;
 }
 
 function removeFrom(map: Map<string, Waiters>, key: string, w: Waiter): boolean {
