@@ -58,7 +58,7 @@ describeEachDatabase("/sync", ({ server }) => {
     assert.equal(events[0].unsigned.transaction_id, undefined);
   });
 
-  test("the ephemeral filter's types: receipts left out are neither sent nor wake the long-poll; typing still is, and still does", async () => {
+  test("the ephemeral filter's types: receipts left out are not sent, and the long-poll answers at its timeout; typing still is sent, and wakes it", async () => {
     await server().createUser("clara");
     const clara = await server().login("clara");
     const r = await api<Json>(server().url, "POST", "/_matrix/client/v3/createRoom", { token: anna.access_token, body: { preset: "public_chat" } });
