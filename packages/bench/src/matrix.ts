@@ -89,10 +89,10 @@ export const LEAN_FILTER = JSON.stringify({
 });
 
 /** LEAN_FILTER, but with read receipts, as a client that shows who has read a message asks. */
-export const LEAN_FILTER_WITH_RECEIPTS = JSON.stringify({
-  ...(JSON.parse(LEAN_FILTER) as Record<string, unknown>),
-  room: { timeline: { limit: 100 }, state: { lazy_load_members: true }, ephemeral: { types: ["m.receipt"] }, account_data: { not_types: ["*"] } },
-});
+export const LEAN_FILTER_WITH_RECEIPTS = (() => {
+  const lean = JSON.parse(LEAN_FILTER) as { room: Record<string, unknown> };
+  return JSON.stringify({ ...lean, room: { ...lean.room, ephemeral: { types: ["m.receipt"] } } });
+})();
 
 /** Stores a filter for the user (POST /user/{userId}/filter), as clients do once; returns its id. */
 export async function uploadFilter(s: Session, filter: string): Promise<string> {

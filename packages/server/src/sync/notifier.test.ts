@@ -485,34 +485,28 @@ describe("Notifier: receipts and typing in a big room wake its waiters together"
     notifier.close();
   });
 
-  test("a room is known big from its parked members, before any receipt", async () => {
-    const { bus, notifier } = setup();
-    // 60 parked; a message wakes them all (no receipt yet); then ten are parked again.
-    const first = members(notifier, 60);
-    bus.publish({ from: 10, position: 11, rooms: ["!channel:test"], users: [] });
-    await Promise.all(first.done);
-    const { outcomes, done } = members(notifier, 10, 60_000, 100, 11);
-    bus.publish(receipts(11, 12));
-    await turn();
-    assert.equal(outcomes.filter(Boolean).length, 0, "the first receipts after the message are paced already");
-    await Promise.all(done);
-    notifier.close();
-  });
-
-  test("a room seen big stays paced while most of its members are being answered", async () => {
-    const { bus, notifier } = setup();
-    const first = members(notifier, 60);
-    bus.publish(receipts(10, 11));
-    await Promise.all(first.done);
-    // Ten are parked again (the rest still being answered, say): their receipts are held back too.
-    const { outcomes, done } = members(notifier, 10, 60_000, 100, 11);
-    bus.publish(receipts(11, 12));
-    await turn();
-    assert.equal(outcomes.filter(Boolean).length, 0);
-    await Promise.all(done);
-    assert.ok(outcomes.every((o) => o?.reason === "woken"));
-    notifier.close();
-  });
+  // Whether the 60 were woken by a message (the room known big from its parked members alone) or
+  // by receipts: once ten are parked again (the rest still being answered, say), their receipts
+  // are held back too.
+  const firstWakeUps: Array<[string, WakeUp]> = [
+    ["a message", { from: 10, position: 11, rooms: ["!channel:test"], users: [] }],
+    ["receipts", receipts(10, 11)],
+  ];
+  for (const [firstNews, wakeUp] of firstWakeUps) {
+    test(`a room seen big stays paced while most of its members are being answered (first woken by ${firstNews})`, async () => {
+      const { bus, notifier } = setup();
+      const first = members(notifier, 60);
+      bus.publish(wakeUp);
+      await Promise.all(first.done);
+      const { outcomes, done } = members(notifier, 10, 60_000, 100, 11);
+      bus.publish(receipts(11, 12));
+      await turn();
+      assert.equal(outcomes.filter(Boolean).length, 0, "held, not woken at once");
+      await Promise.all(done);
+      assert.ok(outcomes.every((o) => o?.reason === "woken"));
+      notifier.close();
+    });
+  }
 
   test("a long-poll back with only receipts of a big room to show is held back too; with anything else, it is not", async () => {
     const { bus, notifier } = setup();
