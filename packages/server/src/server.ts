@@ -15,8 +15,10 @@ import { startSweepers } from "./sweepers.js";
 import { prepareDummyHash } from "./users/passwords.js";
 
 export function openStorage(config: Config, log?: Logger): Storage {
+  if (config.databaseUrl) return openPostgres(config.databaseUrl);
   const onCheckpointError = log ? (message: string) => log.error({ err: message }, "SQLite log checkpoint failed; the writer checkpoints itself once the log passes its backstop") : undefined;
-  return config.databaseUrl ? openPostgres(config.databaseUrl) : openSqlite(path.join(config.dataDir, "revier.db"), onCheckpointError ? { onCheckpointError } : {});
+  const onLogSyncFailure = log ? (err: Error) => log.fatal({ err: err.message }, "SQLite log sync failed; writes are refused until the server restarts") : undefined;
+  return openSqlite(path.join(config.dataDir, "revier.db"), { ...(onCheckpointError ? { onCheckpointError } : {}), ...(onLogSyncFailure ? { onLogSyncFailure } : {}) });
 }
 
 /** The server's logger; `destination` defaults to stdout (tests capture the output to scan it for secrets). */

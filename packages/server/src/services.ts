@@ -104,6 +104,7 @@ export function createServices(deps: { config: Config; log: Logger; storage: Sto
   const { config, log, storage, bus, signingKey } = deps;
   const db = storage.db;
   const metrics = new Metrics();
+  storage.logSyncer?.observe((seconds) => metrics.logSyncs.observe(seconds));
   const stream = new StreamWriter(storage, bus, { onBatch: (run) => metrics.streamBatches.inc({ run }) });
   const sessions = new SessionCache(db);
   const accounts = new Accounts(db, config.serverName, sessions);

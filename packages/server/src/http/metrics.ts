@@ -19,6 +19,12 @@ export class Metrics {
     labelNames: ["run"],
     registers: [this.registry],
   });
+  readonly logSyncs = new Histogram({
+    name: "revier_sqlite_log_sync_seconds",
+    help: "How long each sync of SQLite's write-ahead log took (the disk's time; commits wait for it, requests do not)",
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
   readonly heapReclaims = new Counter({ name: "revier_heap_reclaims_total", help: "Full garbage collections a quiet server asked for after its heap had grown (memory.idle_reclaim_mb)", registers: [this.registry] });
 
   constructor() {

@@ -6,6 +6,7 @@ import { CompiledQuery, Kysely, PostgresDialect, SelectQueryNode, SqliteDialect,
 import type { Database, Dialect } from "./schema.js";
 import { MIGRATIONS } from "./migrations/index.js";
 import { BACKSTOP_PAGES, DEFAULT_WAL_CHECKPOINTER, startWalCheckpointer, type WalCheckpointer, type WalCheckpointerOptions } from "./wal-checkpointer.js";
+import { startLogSyncer, type LogSyncer } from "./log-syncer.js";
 
 export type Db = Kysely<Database>;
 export type Tx = Transaction<Database>;
@@ -15,6 +16,8 @@ export interface Storage {
   dialect: Dialect;
   /** SQLite's log checkpoints, when a worker thread runs them (a database file). */
   walCheckpointer?: WalCheckpointer;
+  /** SQLite's commits made durable off the event loop (a database file; see log-syncer.ts). */
+  logSyncer?: LogSyncer;
   close(): Promise<void>;
 }
 
@@ -24,17 +27,26 @@ pg.types.setTypeParser(20, (v) => Number(v));
 /**
  * `checkpointer`: copy the write-ahead log into the database file from a worker thread (see
  * wal-checkpointer.ts); on by default for a database file, and without effect in memory.
+ * `logSync`: make commits durable from a thread of their own (see log-syncer.ts); on by default
+ * for a database file (a function: the syncer to use, for tests). Off, every commit fsyncs on the
+ * event loop (synchronous=FULL).
  */
-export function openSqlite(file: string, opts: { checkpointer?: boolean | WalCheckpointerOptions; onCheckpointError?: (message: string) => void } = {}): Storage {
+export function openSqlite(
+  file: string,
+  opts: { checkpointer?: boolean | WalCheckpointerOptions; onCheckpointError?: (message: string) => void; logSync?: boolean | ((walFile: string) => LogSyncer); onLogSyncFailure?: (err: Error) => void } = {},
+): Storage {
   if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
   const raw = new SqliteDatabase(file);
   // The database holds password hashes, token digests and message metadata: owner-only.
   if (file !== ":memory:") chmodSync(file, 0o600);
-  // WAL lets readers run beside the single writer; synchronous=FULL makes an acknowledged commit
-  // survive power loss, not only a process crash. Throughput comes from group commit in
-  // StreamWriter (one fsync for many writes), never from weakening this.
+  // WAL lets readers run beside the single writer. Every commit is on disk before its caller
+  // hears of it (an acknowledged write survives power loss, not only a process crash): synced by
+  // the log syncer's thread, or by SQLite inside COMMIT (synchronous=FULL). Throughput comes from
+  // group commit in StreamWriter (one sync for many writes), never from weakening this.
   raw.pragma("journal_mode = WAL");
-  raw.pragma("synchronous = FULL");
+  const logSyncer = file === ":memory:" || opts.logSync === false ? null : typeof opts.logSync === "function" ? opts.logSync(`${file}-wal`) : startLogSyncer(`${file}-wal`, opts.onLogSyncFailure);
+  // NORMAL leaves out only the fsync at commit; the log stays consistent.
+  raw.pragma(logSyncer ? "synchronous = NORMAL" : "synchronous = FULL");
   raw.pragma("foreign_keys = ON");
   // Redacted and expired content must not linger in the file: FAST zeroes deleted cells on pages
   // that are written anyway, without the extra I/O of full secure_delete.
@@ -54,16 +66,18 @@ export function openSqlite(file: string, opts: { checkpointer?: boolean | WalChe
     reader = new SqliteDatabase(file, { readonly: true, fileMustExist: true });
     reader.pragma("busy_timeout = 5000");
   }
-  const dialect = new FastSqliteDialect(raw, reader);
+  const dialect = new FastSqliteDialect(raw, reader, logSyncer);
   const db = new Kysely<Database>({ dialect });
   if (dialect.driver && reader) directReaders.set(db, dialect.driver);
   return {
     db,
     dialect: "sqlite",
     ...(checkpointer ? { walCheckpointer: checkpointer } : {}),
+    ...(logSyncer ? { logSyncer } : {}),
     close: async () => {
       await checkpointer?.stop();
       await db.destroy();
+      await logSyncer?.stop();
     },
   };
 }
@@ -171,12 +185,13 @@ class FastSqliteDialect extends SqliteDialect {
   constructor(
     private readonly writer: SqliteDatabase.Database,
     private readonly reader: SqliteDatabase.Database | null,
+    private readonly logSyncer: LogSyncer | null,
   ) {
     super({ database: writer });
   }
 
   override createDriver(): Driver {
-    return (this.driver = new FastSqliteDriver(this.writer, this.reader));
+    return (this.driver = new FastSqliteDriver(this.writer, this.reader, this.logSyncer));
   }
 }
 
@@ -219,6 +234,9 @@ class SqliteConnection implements DatabaseConnection {
  *   committed snapshot, so it never sees a transaction in progress and never waits for one — a
  *   long group commit (StreamWriter) no longer stalls every /sync and token lookup behind it.
  * - Writes outside a transaction take the lock for their one statement.
+ * - With a log syncer, a commit (COMMIT, or a write outside a transaction) returns to its caller
+ *   once the syncer has made it durable; the lock is free meanwhile, so the next transaction
+ *   runs and its commit joins the next sync. After a failed sync nothing more is written.
  * - Statements are prepared once per SQL text (StatementCache).
  */
 class FastSqliteDriver implements Driver {
@@ -234,6 +252,7 @@ class FastSqliteDriver implements Driver {
   constructor(
     private readonly writer: SqliteDatabase.Database,
     private readonly reader: SqliteDatabase.Database | null,
+    private readonly logSyncer: LogSyncer | null,
   ) {
     this.writerStmts = new StatementCache(writer);
     this.readerStmts = reader ? new StatementCache(reader) : null;
@@ -251,6 +270,7 @@ class FastSqliteDriver implements Driver {
     const c = connection as SqliteConnection;
     await this.lock.lock();
     try {
+      this.refuseAfterSyncFailure();
       // IMMEDIATE takes SQLite's write lock at once, so a busy database (another process, e.g.
       // the CLI) is waited for here by busy_timeout rather than failing half-way through.
       this.run(this.writerStmts.get("begin immediate"), []);
@@ -284,6 +304,13 @@ class FastSqliteDriver implements Driver {
         this.lock.unlock();
       }
     }
+    if (command === "commit") await this.logSyncer?.sync();
+  }
+
+  /** See LogSyncer.failure. */
+  private refuseAfterSyncFailure(): void {
+    const failure = this.logSyncer?.failure;
+    if (failure) throw failure;
   }
 
   async savepoint(connection: DatabaseConnection, name: string): Promise<void> {
@@ -326,12 +353,20 @@ class FastSqliteDriver implements Driver {
       }
     }
     await this.lock.lock();
+    let writes: boolean;
+    let result: QueryResult<unknown>;
     try {
       this.closeReader();
-      return this.run(this.writerStmts.get(text), parameters) as QueryResult<R>;
+      const stmt = this.writerStmts.get(text);
+      writes = !stmt.readonly;
+      if (writes) this.refuseAfterSyncFailure();
+      result = this.run(stmt, parameters);
     } finally {
       this.lock.unlock();
     }
+    // Committed by itself (autocommit): durable before its caller hears of it.
+    if (writes && this.logSyncer !== null) await this.logSyncer.sync();
+    return result as QueryResult<R>;
   }
 
   /** See directRead: rows of a read-only statement run on the reader, or undefined if it is not one. */

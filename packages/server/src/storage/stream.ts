@@ -96,18 +96,20 @@ const MAX_BATCH = 256;
  * has seen everything below N. SQLite has a single writer anyway; on PostgreSQL the row lock on
  * `counters` serialises the writers of all processes.
  *
- * Group commit: committing is the expensive part of a small write (an fsync with
- * synchronous=FULL on SQLite, a WAL flush and a round trip on PostgreSQL, and on PostgreSQL the
- * counter lock is held across it). Writes that arrive while a commit is in progress queue up and
+ * Group commit: committing is the expensive part of a small write (a sync of the log on SQLite,
+ * a WAL flush and a round trip on PostgreSQL, and on PostgreSQL the counter lock is held across
+ * it). Writes that arrive while a commit is in progress queue up and
  * then run together in the next transaction, one after another, each inside its own SAVEPOINT:
  *
  * - atomicity and error isolation per write: a write that throws is rolled back to its savepoint
  *   and gets its own error; the others in the batch commit as if it had never run, and the
  *   positions it took are handed out again, so the stream stays gap-free;
  * - ordering: writes run in arrival order and take positions in that order;
- * - durability: a write's promise settles only after the batch commits, so every acknowledged
- *   write has been made durable (synchronous=FULL stays on); if the commit fails, every write
- *   of the batch fails with that error and none is acknowledged.
+ * - durability: a write's promise settles only after the batch's commit is on disk (on SQLite
+ *   the driver waits for the log syncer, see log-syncer.ts), so every acknowledged write has
+ *   been made durable; if the commit fails, every write of the batch fails with that error and
+ *   none is acknowledged. Its wake-up is published only then, and `current()` stays short of
+ *   the batch until then.
  *
  * On PostgreSQL each savepoint statement is a round trip under the lock, so a batch of writes
  * that may run twice (WriteOptions.replayable) first runs without them, and only if one of its
@@ -132,6 +134,8 @@ export class StreamWriter {
    */
   private savepointsUntil = 0;
   private readonly replayPauseMs: number;
+  /** Where the batch being written started, from its first read until it has been made durable. */
+  private runningFrom: number | null = null;
   private readonly onBatch: ((run: BatchRun) => void) | undefined;
 
   /** `onBatch`: told how each batch ran, once it has committed or failed (a metric). */
@@ -189,6 +193,7 @@ export class StreamWriter {
         positions = await this.runTransaction(batch, savepoints);
         break;
       } catch (err) {
+        this.runningFrom = null;
         if (err instanceof RunAgainWithSavepoints) {
           savepoints = true;
           run = "rerun";
@@ -211,6 +216,7 @@ export class StreamWriter {
         return;
       }
     }
+    this.runningFrom = null;
     this.onBatch?.(run);
     const { start, pos } = positions;
     if (pos !== start) {
@@ -264,6 +270,7 @@ export class StreamWriter {
         : await sql<{ value: number }>`select value from counters where name = 'stream'`.execute(tx);
       start = Number(locked.rows[0]?.value ?? 0);
       pos = start;
+      this.runningFrom = start;
       // Whether no savepoint is open between two writes (see below).
       let released = true;
       for (const [i, item] of batch.entries()) {
@@ -348,9 +355,14 @@ export class StreamWriter {
     });
   }
 
-  /** The highest committed position (read from the database so other processes' writes count). */
+  /**
+   * The highest committed position (read from the database so other processes' writes count),
+   * short of the batch this process is writing: its commit may be visible before it is durable
+   * (see log-syncer.ts), and a /sync answer must not hand out what a power loss could take back.
+   */
   async current(): Promise<number> {
     const [row] = await selectPosition(this.storage.db, "stream");
-    return Number(row?.value ?? 0);
+    const committed = Number(row?.value ?? 0);
+    return this.runningFrom === null ? committed : Math.min(committed, this.runningFrom);
   }
 }
