@@ -81,4 +81,38 @@ describeEachDatabase("/sync shared window answers", ({ server }) => {
     assert.ok(all.accountData.size >= 2 && all.toDevice.size >= 2 && all.deviceLists.size >= 2 && all.memberEvents!.length >= 5, JSON.stringify({ ad: all.accountData.size, td: all.toDevice.size, dl: all.deviceLists.size, me: all.memberEvents?.length }));
     assert.ok(changedSeen > 0 && leftSeen > 0, `windows with changed: ${changedSeen}, with left: ${leftSeen}`);
   });
+
+  test("a window's receipts are shared: every member sees the public ones, each only their own private ones", async () => {
+    const [a, b, c] = logins as [Login, Login, Login];
+    const room = (await call("POST", "/_matrix/client/v3/createRoom", a.access_token, { preset: "public_chat" })).body.room_id as string;
+    for (const who of [b, c]) assert.equal((await call("POST", `/_matrix/client/v3/join/${enc(room)}`, who.access_token, {})).status, 200);
+    const sent = await call("PUT", `/_matrix/client/v3/rooms/${enc(room)}/send/m.room.message/r1`, a.access_token, { msgtype: "m.text", body: "gelesen?" });
+    const eventId = sent.body.event_id as string;
+    const sync = (who: Login, since: string) => call("GET", `/_matrix/client/v3/sync?${new URLSearchParams({ since, timeout: "0" })}`, who.access_token);
+    // Each syncs once first: a first sync sets its user's presence, which would be a write between.
+    for (const who of [b, c]) assert.equal((await call("GET", "/_matrix/client/v3/sync?timeout=0", who.access_token)).status, 200);
+    const since = (await call("GET", "/_matrix/client/v3/sync?timeout=0", a.access_token)).body.next_batch as string;
+    const receipt = async (who: Login, type: string) => assert.equal((await call("POST", `/_matrix/client/v3/rooms/${enc(room)}/receipt/${type}/${enc(eventId)}`, who.access_token, {})).status, 200);
+    await receipt(a, "m.read.private");
+    await receipt(b, "m.read");
+    await receipt(c, "m.read.private");
+    const shown = async (who: Login) => {
+      const res = await sync(who, since);
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      const ev = (res.body.rooms.join[room].ephemeral.events as Json[]).find((e) => e.type === "m.receipt");
+      return { next: res.body.next_batch as string, content: ev?.content[eventId] as Json };
+    };
+    // One window for all three (nothing written between their syncs): the first answer fills the
+    // shared entry, the others are built from it.
+    const seenByA = await shown(a);
+    const seenByB = await shown(b);
+    const seenByC = await shown(c);
+    assert.equal(seenByB.next, seenByA.next);
+    assert.equal(seenByC.next, seenByA.next);
+    assert.deepEqual(Object.keys(seenByA.content["m.read"]), [b.user_id]);
+    assert.deepEqual(Object.keys(seenByA.content["m.read.private"]), [a.user_id], "a sees its own private receipt only");
+    assert.deepEqual(Object.keys(seenByB.content), ["m.read"], "b sees nobody's private receipt: a's copy did not leak into the shared entry");
+    assert.deepEqual(Object.keys(seenByC.content["m.read.private"]), [c.user_id]);
+    assert.deepEqual(Object.keys(seenByC.content["m.read"]), [b.user_id]);
+  });
 });

@@ -183,22 +183,37 @@ export class Ephemeral {
 
   /** Receipt changes in (since, upto] for an incremental sync; other users' private receipts are left out. */
   async receiptsSince(roomIds: string[], since: number, upto: number, viewer: string): Promise<Map<string, ReceiptContent>> {
-    return this.receipts(roomIds, viewer, since, upto);
+    return this.receipts(roomIds, { viewer }, since, upto);
+  }
+
+  /**
+   * The public receipt changes of every room in (since, upto]: what every member of those rooms
+   * is shown, asked once per window for all of them (see SyncService). A member adds their own
+   * private receipts (privateReceiptsSince).
+   */
+  async publicReceiptsBetween(since: number, upto: number): Promise<Map<string, ReceiptContent>> {
+    return this.receipts(null, "public", since, upto);
+  }
+
+  /** The user's own private receipts set in (since, upto] in the given rooms. */
+  async privateReceiptsSince(roomIds: string[], since: number, upto: number, userId: string): Promise<Map<string, ReceiptContent>> {
+    return this.receipts(roomIds, { privateOf: userId }, since, upto);
   }
 
   /** The current receipts of the given rooms, for an initial sync. */
   async receiptsFor(roomIds: string[], viewer: string, upto?: number): Promise<Map<string, ReceiptContent>> {
-    return this.receipts(roomIds, viewer, undefined, upto);
+    return this.receipts(roomIds, { viewer }, undefined, upto);
   }
 
-  private async receipts(roomIds: string[], viewer: string, since: number | undefined, upto: number | undefined): Promise<Map<string, ReceiptContent>> {
+  /** `roomIds`: null for every room (a window's receipts). */
+  private async receipts(roomIds: string[] | null, scope: { viewer: string } | "public" | { privateOf: string }, since: number | undefined, upto: number | undefined): Promise<Map<string, ReceiptContent>> {
     const out = new Map<string, ReceiptContent>();
-    for (const ids of chunks(roomIds)) {
-      let q = this.db
-        .selectFrom("receipts")
-        .select(["room_id", "receipt_type", "user_id", "thread_id", "event_id", "ts"])
-        .where("room_id", "in", ids)
-        .where((eb) => eb.or([eb("receipt_type", "!=", "m.read.private"), eb("user_id", "=", viewer)]));
+    for (const ids of roomIds === null ? [null] : chunks(roomIds)) {
+      let q = this.db.selectFrom("receipts").select(["room_id", "receipt_type", "user_id", "thread_id", "event_id", "ts"]);
+      if (ids !== null) q = q.where("room_id", "in", ids);
+      if (scope === "public") q = q.where("receipt_type", "!=", "m.read.private");
+      else if ("privateOf" in scope) q = q.where("receipt_type", "=", "m.read.private").where("user_id", "=", scope.privateOf);
+      else q = q.where((eb) => eb.or([eb("receipt_type", "!=", "m.read.private"), eb("user_id", "=", scope.viewer)]));
       if (since !== undefined) q = q.where("stream_pos", ">", since);
       if (upto !== undefined) q = q.where("stream_pos", "<=", upto);
       for (const r of await q.orderBy("stream_pos").execute()) {

@@ -5,7 +5,7 @@ import type { Rooms, VisibleRange } from "../rooms/rooms.js";
 import type { AccountData } from "../users/account-data.js";
 import type { PushService } from "../push/push-service.js";
 import type { UnreadCounts } from "../push/notifications.js";
-import type { Ephemeral } from "../rooms/ephemeral.js";
+import type { Ephemeral, ReceiptContent } from "../rooms/ephemeral.js";
 import type { CancelSignal, Notifier, WaitOutcome } from "./notifier.js";
 import type { Devices } from "../users/devices.js";
 import { parseFrozen, toClientEvent, type ClientEvent, type EventRow, type StoredPdu, type Viewer } from "../rooms/client-event.js";
@@ -364,7 +364,9 @@ export class SyncService {
       wantsType(roomFilter?.ephemeral, "m.receipt") && receiptRooms.length > 0
         ? from === null
           ? this.d.ephemeral.receiptsFor(joinedIds, viewer.userId)
-          : this.d.ephemeral.receiptsSince(receiptRooms, from, upto, viewer.userId)
+          : news !== null
+            ? this.windowReceipts(receiptRooms, from, upto, viewer.userId, news)
+            : this.d.ephemeral.receiptsSince(receiptRooms, from, upto, viewer.userId)
         : new Map<string, Json>(),
       from !== null && wantsTyping && typingRooms.length > 0 ? this.d.ephemeral.typingSince(typingRooms, from, upto) : new Map<string, string[]>(),
       from === null
@@ -468,6 +470,35 @@ export class SyncService {
   /** Who has per-user news in (since, upto]: asked once per window for everybody (see WindowNews). */
   private windowNews(since: number, upto: number): Promise<WindowNews> {
     return this.shared.get(`news:${since}:${upto}`, undefined, () => loadWindowNews(this.d.db, since, upto), weighWindowNews);
+  }
+
+  /**
+   * Receipts set in `rooms` in (since, upto], as `viewer` is shown them. The public ones are the
+   * same for every member and asked once per window for all rooms (in a channel whose members
+   * all send receipts, each answer carried the whole room's and asked for them on its own: at
+   * 1,000 members that query was half the server's time). Only where the window news says the
+   * viewer set a receipt themselves are their private receipts asked for and added, on a copy.
+   */
+  private async windowReceipts(rooms: string[], since: number, upto: number, viewer: string, news: WindowNews): Promise<Map<string, ReceiptContent>> {
+    const own = rooms.filter((r) => news.receipts.get(r)?.has(viewer) === true);
+    const [all, mine] = await Promise.all([
+      this.shared.get(`receipts:${since}:${upto}`, undefined, () => this.d.ephemeral.publicReceiptsBetween(since, upto), weighReceipts),
+      own.length > 0 ? this.d.ephemeral.privateReceiptsSince(own, since, upto, viewer) : null,
+    ]);
+    const out = new Map<string, ReceiptContent>();
+    for (const r of rooms) {
+      const shown = all.get(r);
+      const added = mine?.get(r);
+      if (added === undefined) {
+        if (shown !== undefined) out.set(r, shown);
+        continue;
+      }
+      // Shared with other answers: copied where the viewer's private receipts go in.
+      const merged: ReceiptContent = { ...shown };
+      for (const [eventId, byType] of Object.entries(added)) merged[eventId] = { ...merged[eventId], ...byType };
+      out.set(r, merged);
+    }
+    return out;
   }
 
   /** Rooms with any item of `kind` in (since, upto]: one query per window, shared (see build). */
@@ -731,4 +762,16 @@ function hasNews(out: Json): boolean {
   for (const key of ["account_data", "presence", "to_device"]) if (((out[key] as { events: unknown[] }).events ?? []).length > 0) return true;
   const dl = out.device_lists as { changed: unknown[]; left: unknown[] };
   return dl.changed.length > 0 || dl.left.length > 0;
+}
+
+/** About what a window's receipts hold in memory (see SharedSyncCache's byte bound). */
+function weighReceipts(receipts: ReadonlyMap<string, ReceiptContent>): number {
+  let bytes = 64;
+  for (const content of receipts.values()) {
+    for (const byType of Object.values(content)) {
+      bytes += 160;
+      for (const byUser of Object.values(byType)) bytes += 96 * Object.keys(byUser).length;
+    }
+  }
+  return bytes;
 }
