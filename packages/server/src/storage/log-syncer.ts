@@ -179,6 +179,8 @@ export function startLogSyncer(walFile: string, onFailure: (err: Error) => void 
     () =>
       new Promise<void>((resolve, reject) => {
         waiting = { resolve, reject };
+        // A sync in flight keeps the process alive (its callers wait); an idle thread does not.
+        worker.ref();
         worker.postMessage("sync");
       }),
     onFailure,
@@ -187,6 +189,7 @@ export function startLogSyncer(walFile: string, onFailure: (err: Error) => void 
   worker.on("message", (m: { ok: boolean; error?: string }) => {
     const w = waiting;
     waiting = null;
+    worker.unref();
     if (m.ok) w?.resolve();
     else w?.reject(new Error(m.error ?? "fdatasync failed"));
   });
@@ -199,15 +202,9 @@ export function startLogSyncer(walFile: string, onFailure: (err: Error) => void 
   worker.on("error", (err) => gone(`the log sync thread failed: ${err.message}`));
   worker.on("exit", () => gone("the log sync thread has stopped"));
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-  // A sync in flight keeps the process alive (its caller waits); an idle thread does not.
   worker.unref();
   return {
-    sync: () => {
-      worker.ref();
-      return group.sync().finally(() => {
-        if (waiting === null) worker.unref();
-      });
-    },
+    sync: () => group.sync(),
     get failure() {
       return group.failure;
     },

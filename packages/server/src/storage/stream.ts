@@ -193,7 +193,6 @@ export class StreamWriter {
         positions = await this.runTransaction(batch, savepoints);
         break;
       } catch (err) {
-        this.runningFrom = null;
         if (err instanceof RunAgainWithSavepoints) {
           savepoints = true;
           run = "rerun";
@@ -214,9 +213,11 @@ export class StreamWriter {
         this.onBatch?.(run);
         for (const item of batch) item.reject(item.outcome?.ok === false ? item.outcome.err : err);
         return;
+      } finally {
+        // Committed and durable, or rolled back: current() may go past it now.
+        this.runningFrom = null;
       }
     }
-    this.runningFrom = null;
     this.onBatch?.(run);
     const { start, pos } = positions;
     if (pos !== start) {
