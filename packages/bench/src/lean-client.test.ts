@@ -123,3 +123,34 @@ test("an IPv6 loopback server is reached by its bare address", async (t) => {
     s.close();
   }
 });
+
+test("a request with a JSON body arrives whole, its length counted in bytes, and the connection carries the next one", async () => {
+  const seen: Array<{ method: string; url: string; type: string | undefined; length: string | undefined; body: string }> = [];
+  const srv = await server((req, res) => {
+    const parts: Buffer[] = [];
+    req.on("data", (d: Buffer) => parts.push(d));
+    req.on("end", () => {
+      seen.push({ method: req.method!, url: req.url!, type: req.headers["content-type"], length: req.headers["content-length"], body: Buffer.concat(parts).toString("utf8") });
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ event_id: `$${seen.length}` }));
+    });
+  });
+  const c = new LeanConnection("127.0.0.1", srv.port);
+  try {
+    // Multi-byte characters: a length counted in characters would cut the body short.
+    const body = JSON.stringify({ msgtype: "m.text", body: "Vermisst: Jörg, 12 Jahre 🚨" });
+    const a = await c.request("PUT", "/_matrix/client/v3/rooms/!r%3Ax/send/m.room.message/t1", "authorization: Bearer t0k\r\n", body);
+    assert.equal(a.status, 200);
+    assert.deepEqual(JSON.parse(a.body.toString()), { event_id: "$1" });
+    const b = await c.request("POST", "/receipt", "", "{}");
+    assert.equal(b.body.toString(), '{"event_id":"$2"}');
+    assert.deepEqual(seen, [
+      { method: "PUT", url: "/_matrix/client/v3/rooms/!r%3Ax/send/m.room.message/t1", type: "application/json", length: String(Buffer.byteLength(body)), body },
+      { method: "POST", url: "/receipt", type: "application/json", length: "2", body: "{}" },
+    ]);
+    assert.equal(srv.connections(), 1, "both requests went over one connection");
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});

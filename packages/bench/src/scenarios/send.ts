@@ -1,4 +1,4 @@
-import { createRoom, sendMessage, setTyping } from "../matrix.js";
+import { createRoom, sendMessage, setTyping, withLeanConnection } from "../matrix.js";
 import { percentile, pool, round, sleep } from "../stats.js";
 import { openSessions } from "../population.js";
 import type { Scenario } from "../scenario.js";
@@ -17,8 +17,10 @@ export const send: Scenario = async (ctx) => {
   const typing = ctx.num("typing", 0) === 1;
   const creds = await ctx.target.users(senders, "send");
   ctx.progress(`sessions for ${senders} senders`);
-  const sessions = await openSessions(ctx, creds, "revier-bench", "senders");
-  const rooms = await pool(sessions, 8, (s) => createRoom(s, { preset: "private_chat", name: "bench send" }));
+  const opened = await openSessions(ctx, creds, "revier-bench", "senders");
+  const rooms = await pool(opened, 8, (s) => createRoom(s, { preset: "private_chat", name: "bench send" }));
+  // Each sender sends one request at a time, over a connection of its own.
+  const sessions = opened.map(withLeanConnection);
 
   ctx.progress(`sending for ${warmup}+${seconds} s`);
   const start = Date.now();
@@ -52,6 +54,7 @@ export const send: Scenario = async (ctx) => {
       }
     }),
   );
+  for (const s of sessions) s.lean?.close();
   await profiling;
   await ctx.target.profile?.("stop", "send");
   const rate = latencies.length / seconds;
