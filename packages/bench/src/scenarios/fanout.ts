@@ -1,4 +1,4 @@
-import { sendMessage, sendReceipt, sync, uploadFilter, LEAN_FILTER, LEAN_FILTER_WITH_RECEIPTS, MatrixHttpError, type Session, type SyncResponse } from "../matrix.js";
+import { sendMessage, sendReceipt, sync, uploadFilter, withLeanConnection, LEAN_FILTER, LEAN_FILTER_WITH_RECEIPTS, MatrixHttpError, type Session, type SyncResponse } from "../matrix.js";
 import { median, percentile, percentileByGroup, pool, round, sleep } from "../stats.js";
 import { openSessions, seedRooms } from "../population.js";
 import type { Scenario } from "../scenario.js";
@@ -10,12 +10,15 @@ import { LeanConnection } from "../lean-client.js";
  * shares the machine with the server and answers thousands of responses per message, so what
  * it spends per request is CPU the server does not get (node:http cost the bench about 200 µs
  * per cycle, fetch more). The filter is stored once and named by id, as Element and the SDKs
- * do. https targets keep fetch.
+ * do. Read receipts go over a second connection of the member's own, one after another, as a
+ * client's do beside its long-poll. https targets keep fetch.
  */
 class Member {
   private readonly conn: LeanConnection | null;
   private readonly headers: string;
   private readonly controller = new AbortController();
+  private readonly receipts: Session;
+  private lastReceipt: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly s: Session,
@@ -24,6 +27,14 @@ class Member {
     const url = new URL(s.baseUrl);
     this.conn = url.protocol === "http:" ? new LeanConnection(url.hostname.replace(/^\[(.*)\]$/, "$1"), Number(url.port || 80)) : null;
     this.headers = `authorization: Bearer ${s.accessToken}\r\n`;
+    this.receipts = withLeanConnection(s);
+  }
+
+  /** A public read receipt, sent once the member's previous one has been answered. */
+  receipt(roomId: string, eventId: string): Promise<void> {
+    const sent = this.lastReceipt.then(() => sendReceipt(this.receipts, roomId, eventId));
+    this.lastReceipt = sent.catch(() => undefined);
+    return sent;
   }
 
   /** Sync answers read, and their bytes (plain http only). */
@@ -42,6 +53,7 @@ class Member {
 
   close(): void {
     this.conn?.close();
+    this.receipts.lean?.close();
     this.controller.abort();
   }
 }
@@ -101,7 +113,9 @@ export const fanout: Scenario = async (ctx) => {
         since = r.next_batch;
         if (receipts && newest !== null) {
           receiptsSent++;
-          sendReceipt(readers[i]!, roomId, newest).catch((err: unknown) => {
+          m.receipt(roomId, newest).catch((err: unknown) => {
+            // Cut off by the bench closing the members' connections at the end: not the server's.
+            if (stop) return;
             receiptErrors++;
             receiptError ??= err instanceof Error ? `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ""}` : String(err);
           });
