@@ -424,7 +424,7 @@ export class Ephemeral {
       const rooms = await w.tx.selectFrom("room_members").select("room_id").where("user_id", "=", userId).where("membership", "=", "join").execute();
       w.touch({ users: [userId], rooms: rooms.map((r) => r.room_id), kind: "presence" });
       return true;
-    }, { replayable: true });
+    }, { replayable: true, presence: true });
     // The wake-up does this too where a sync service listens; here it holds without one.
     if (changed) this.forgetPresence(userId);
     return changed;
@@ -472,7 +472,7 @@ export class Ephemeral {
         const rooms = await w.tx.selectFrom("room_members").select("room_id").where("user_id", "=", user_id).where("membership", "=", "join").execute();
         w.touch({ users: [user_id], rooms: rooms.map((r) => r.room_id), kind: "presence" });
         return true;
-      });
+      }, { presence: true });
       if (done) {
         n++;
         this.forgetPresence(user_id);

@@ -51,6 +51,14 @@ async function openEnv(kind: DbKind): Promise<Env | null> {
   };
 }
 
+/** A presence-like write: one item at one position, announced as presence news of `rooms`. */
+async function putPresence(w: StreamWrite, user: string, rooms: string[]): Promise<number> {
+  const pos = w.next();
+  await w.tx.insertInto("account_data").values({ user_id: user, room_id: "", type: `t.${pos}`, content: "{}", stream_pos: pos }).execute();
+  w.touch({ users: [user], rooms, kind: "presence" });
+  return pos;
+}
+
 /** One account-data item per position taken; returns the positions. */
 async function putItems(w: StreamWrite, user: string, count: number): Promise<number[]> {
   const positions: number[] = [];
@@ -103,6 +111,71 @@ for (const kind of DB_KINDS) {
       assert.equal(new Set(x.wakes[0]!.users).size, 20);
       // Acknowledged means committed: a plain read sees every item.
       for (let i = 0; i < 20; i++) assert.deepEqual(await storedPositions(x, `@c${i}:test`), results[i]);
+    });
+
+    test("presence writes of a batch run first and are announced apart, so the others do not make their rooms news", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      const presence = (user: string, fail = false) =>
+        x.stream.write(
+          async (w) => {
+            const pos = await putPresence(w, user, [`!${user.slice(1, 3)}:test`, "!channel:test"]);
+            if (fail) throw new Error("presence write refuses");
+            return pos;
+          },
+          { presence: true },
+        );
+      const message = x.stream.write(async (w) => {
+        const [pos] = await putItems(w, "@m:test", 1);
+        w.touch({ rooms: ["!channel:test"] });
+        return pos;
+      });
+      const receipt = x.stream.write(async (w) => {
+        const [pos] = await putItems(w, "@r:test", 1);
+        w.touch({ rooms: ["!other:test"], kind: "ephemeral" });
+        return pos;
+      });
+      const [m, p1, r, p2, p3] = await Promise.allSettled([message, presence("@p1:test"), receipt, presence("@p2:test"), presence("@p3:test", true)]);
+      // Presence first, each part in arrival order; the failing one's position is given out again.
+      assert.deepEqual(
+        [p1, p2, m, r].map((o) => (o.status === "fulfilled" ? o.value : o.reason)),
+        [start + 1, start + 2, start + 3, start + 4],
+      );
+      assert.equal(p3.status, "rejected");
+      assert.equal(x.wakes.length, 2, "one announcement for the presence writes, one for the rest");
+      const [pw, rest] = x.wakes as [WakeUp, WakeUp];
+      assert.deepEqual({ from: pw.from, position: pw.position, presenceOnly: pw.presenceOnly }, { from: start, position: start + 2, presenceOnly: true });
+      assert.deepEqual([...pw.rooms].sort(), ["!channel:test", "!p1:test", "!p2:test"]);
+      assert.deepEqual([...pw.users].sort(), ["@p1:test", "@p2:test"]);
+      // The rest: the message's room is news, the receipt's room is ephemeral news, and the rooms
+      // of the users whose presence changed are not named at all.
+      assert.deepEqual({ from: rest.from, position: rest.position, presenceOnly: rest.presenceOnly }, { from: start + 2, position: start + 4, presenceOnly: undefined });
+      assert.deepEqual(rest.rooms, ["!channel:test"]);
+      assert.deepEqual(rest.ephemeralRooms, ["!other:test"]);
+      assert.deepEqual([...rest.users].sort(), ["@m:test", "@r:test"]);
+    });
+
+    test("a batch of presence writes alone, or of none, is announced once", async (t) => {
+      const x = env(t);
+      if (!x) return;
+      const start = await x.stream.current();
+      const only = await Promise.all(
+        ["@q1:test", "@q2:test"].map((u) =>
+          x.stream.write(
+            (w) => putPresence(w, u, ["!q:test"]),
+            { presence: true },
+          ),
+        ),
+      );
+      assert.equal(only.length, 2);
+      assert.equal(x.wakes.length, 1);
+      assert.deepEqual({ from: x.wakes[0]!.from, position: x.wakes[0]!.position, presenceOnly: x.wakes[0]!.presenceOnly }, { from: start, position: start + 2, presenceOnly: true });
+      // Presence writes that took no position (nothing changed) leave the others' announcement alone.
+      x.wakes.splice(0);
+      await Promise.all([x.stream.write(async () => undefined, { presence: true }), x.stream.write((w) => putItems(w, "@n:test", 1))]);
+      assert.equal(x.wakes.length, 1);
+      assert.deepEqual({ from: x.wakes[0]!.from, position: x.wakes[0]!.position }, { from: start + 2, position: start + 3 });
     });
 
     test("a failing write in a batch is undone alone and its positions are reused", async (t) => {

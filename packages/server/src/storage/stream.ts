@@ -45,6 +45,8 @@ interface Pending {
   fn: (w: StreamWrite) => Promise<unknown>;
   /** See WriteOptions.replayable. */
   replayable: boolean;
+  /** See WriteOptions.presence. */
+  presence: boolean;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
   outcome?: { ok: true; value: unknown } | { ok: false; err: unknown };
@@ -55,6 +57,8 @@ interface Pending {
   keys?: Set<string>;
   /** Whether everything it touched was touched as presence news. */
   presenceOnly?: boolean;
+  /** The last position taken once it had run (the one before its first, if it took none). */
+  upto?: number;
 }
 
 export interface WriteOptions {
@@ -66,6 +70,15 @@ export interface WriteOptions {
    * back and run again with them, so each write still succeeds or fails on its own.
    */
   replayable?: boolean;
+  /**
+   * The write announces nothing but presence (StreamWrite.touch with `kind: "presence"`). A batch
+   * runs such writes before the others and announces them apart, so the others do not make the
+   * rooms of everyone whose presence changed ordinary news. A presence change names all of the
+   * user's rooms; in a batch with any message or receipt it would wake every long-poll of every
+   * one of them and drop what their answers share. (Refreshes of an active user take no
+   * position; changes come in waves: a shift coming online, the idle sweep after an outage.)
+   */
+  presence?: boolean;
 }
 
 /**
@@ -104,7 +117,9 @@ const MAX_BATCH = 256;
  * - atomicity and error isolation per write: a write that throws is rolled back to its savepoint
  *   and gets its own error; the others in the batch commit as if it had never run, and the
  *   positions it took are handed out again, so the stream stays gap-free;
- * - ordering: writes run in arrival order and take positions in that order;
+ * - ordering: writes run in arrival order and take positions in that order, except that a
+ *   batch's presence writes (WriteOptions.presence) run before its other writes and are
+ *   announced apart from them;
  * - durability: a write's promise settles only after the batch's commit is on disk (on SQLite
  *   the driver waits for the log syncer, see log-syncer.ts), so every acknowledged write has
  *   been made durable; if the commit fails, every write of the batch fails with that error and
@@ -155,7 +170,7 @@ export class StreamWriter {
 
   write<T>(fn: (w: StreamWrite) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn, replayable: opts.replayable === true, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({ fn, replayable: opts.replayable === true, presence: opts.presence === true, resolve: resolve as (v: unknown) => void, reject });
       if (!this.draining) {
         this.draining = true;
         setImmediate(() => void this.drain());
@@ -173,7 +188,7 @@ export class StreamWriter {
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0) {
-        await this.runBatch(this.queue.splice(0, MAX_BATCH));
+        await this.runBatch(presenceFirst(this.queue.splice(0, MAX_BATCH)));
         if (this.queue.length > 0) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
@@ -206,6 +221,7 @@ export class StreamWriter {
             delete item.users;
             delete item.keys;
             delete item.presenceOnly;
+            delete item.upto;
           }
           continue;
         }
@@ -220,27 +236,14 @@ export class StreamWriter {
     }
     this.onBatch?.(run);
     const { start, pos } = positions;
-    if (pos !== start) {
-      const rooms = new Set<string>();
-      const ephemeralRooms = new Set<string>();
-      const users = new Set<string>();
-      const keys = new Set<string>();
-      let presenceOnly = true;
-      for (const item of batch) {
-        for (const r of item.rooms ?? []) rooms.add(r);
-        for (const r of item.ephemeralRooms ?? []) ephemeralRooms.add(r);
-        for (const u of item.users ?? []) users.add(u);
-        for (const u of item.keys ?? []) keys.add(u);
-        // Writes that touched nobody name no waiter, so only the others decide.
-        if (item.outcome?.ok && item.presenceOnly === false) presenceOnly = false;
-      }
-      // One wake-up for the batch: waiters compare positions, and every item is at or below it.
-      const wake: WakeUp = { position: pos, from: start, rooms: [...rooms], users: [...users] };
-      if (presenceOnly) wake.presenceOnly = true;
-      if (keys.size > 0) wake.keys = [...keys];
-      // A room with other news in the batch is announced as such.
-      for (const r of rooms) ephemeralRooms.delete(r);
-      if (ephemeralRooms.size > 0) wake.ephemeralRooms = [...ephemeralRooms];
+    // Presence writes ran first (presenceFirst): they are announced up to where they ended, the
+    // others from there. Each announcement covers its own positions, so together they tile the
+    // batch as one would.
+    const others = batch.findIndex((item) => !item.presence);
+    const split = others < 0 ? pos : others === 0 ? start : batch[others - 1]!.upto!;
+    const [presence, rest] = others < 0 ? [batch, []] : [batch.slice(0, others), batch.slice(others)];
+    for (const wake of [wakeUp(presence, start, split), wakeUp(rest, split, pos)]) {
+      if (wake === null) continue;
       try {
         this.bus.publish(wake);
       } catch (err) {
@@ -318,6 +321,7 @@ export class StreamWriter {
             released = true;
             pos = before;
             item.outcome = { ok: false, err };
+            item.upto = pos;
             continue;
           }
           if (!postgres) {
@@ -336,6 +340,7 @@ export class StreamWriter {
         item.users = users;
         item.keys = keys;
         item.presenceOnly = presenceOnly;
+        item.upto = pos;
       }
       if (pos !== start) await tx.updateTable("counters").set({ value: pos }).where("name", "=", "stream").execute();
     });
@@ -366,4 +371,36 @@ export class StreamWriter {
     const committed = Number(row?.value ?? 0);
     return this.runningFrom === null ? committed : Math.min(committed, this.runningFrom);
   }
+}
+
+/** The batch with its presence writes first (see WriteOptions.presence), each part in arrival order. */
+function presenceFirst(batch: Pending[]): Pending[] {
+  if (!batch.some((p) => p.presence) || batch.every((p) => p.presence)) return batch;
+  return [...batch.filter((p) => p.presence), ...batch.filter((p) => !p.presence)];
+}
+
+/** The announcement of `items`, which took the positions (from, to]; null if they took none. */
+function wakeUp(items: Pending[], from: number, to: number): WakeUp | null {
+  if (to === from) return null;
+  const rooms = new Set<string>();
+  const ephemeralRooms = new Set<string>();
+  const users = new Set<string>();
+  const keys = new Set<string>();
+  let presenceOnly = true;
+  for (const item of items) {
+    for (const r of item.rooms ?? []) rooms.add(r);
+    for (const r of item.ephemeralRooms ?? []) ephemeralRooms.add(r);
+    for (const u of item.users ?? []) users.add(u);
+    for (const u of item.keys ?? []) keys.add(u);
+    // Writes that touched nobody name no waiter, so only the others decide.
+    if (item.outcome?.ok && item.presenceOnly === false) presenceOnly = false;
+  }
+  // One wake-up for the items: waiters compare positions, and every item is at or below it.
+  const wake: WakeUp = { position: to, from, rooms: [...rooms], users: [...users] };
+  if (presenceOnly) wake.presenceOnly = true;
+  if (keys.size > 0) wake.keys = [...keys];
+  // A room with other news in the batch is announced as such.
+  for (const r of rooms) ephemeralRooms.delete(r);
+  if (ephemeralRooms.size > 0) wake.ephemeralRooms = [...ephemeralRooms];
+  return wake;
 }
