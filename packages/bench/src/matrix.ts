@@ -38,8 +38,12 @@ export async function call<T = Json>(baseUrl: string, method: string, path: stri
     ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
-  const text = await res.text();
-  if (!res.ok) throw new MatrixHttpError(res.status, text, `${method} ${path.split("?")[0]}`);
+  return answer<T>(res.status, await res.text(), method, path);
+}
+
+/** A call's parsed JSON answer; a status outside 2xx is a MatrixHttpError. */
+function answer<T>(status: number, text: string, method: string, path: string): T {
+  if (status < 200 || status >= 300) throw new MatrixHttpError(status, text, `${method} ${path.split("?")[0]}`);
   return (text ? JSON.parse(text) : {}) as T;
 }
 
@@ -59,9 +63,7 @@ export function withLeanConnection(s: Session): Session {
 async function callAs<T = Json>(s: Session, method: string, path: string, body: unknown): Promise<T> {
   if (!s.lean) return call<T>(s.baseUrl, method, path, { token: s.accessToken, body });
   const res = await s.lean.request(method, path, `authorization: Bearer ${s.accessToken}\r\n`, JSON.stringify(body));
-  const text = res.body.toString("utf8");
-  if (res.status < 200 || res.status >= 300) throw new MatrixHttpError(res.status, text, `${method} ${path.split("?")[0]}`);
-  return (text ? JSON.parse(text) : {}) as T;
+  return answer<T>(res.status, res.body.toString("utf8"), method, path);
 }
 
 const enc = encodeURIComponent;

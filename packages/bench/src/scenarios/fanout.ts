@@ -24,8 +24,7 @@ class Member {
     private readonly s: Session,
     private readonly filterId: string,
   ) {
-    const url = new URL(s.baseUrl);
-    this.conn = url.protocol === "http:" ? new LeanConnection(url.hostname.replace(/^\[(.*)\]$/, "$1"), Number(url.port || 80)) : null;
+    this.conn = withLeanConnection(s).lean ?? null;
     this.headers = `authorization: Bearer ${s.accessToken}\r\n`;
     this.receipts = withLeanConnection(s);
   }

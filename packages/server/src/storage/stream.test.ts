@@ -168,7 +168,7 @@ for (const kind of DB_KINDS) {
           ),
         ),
       );
-      assert.equal(only.length, 2);
+      assert.deepEqual(only, [start + 1, start + 2], "presence writes alone keep their arrival order");
       assert.equal(x.wakes.length, 1);
       assert.deepEqual({ from: x.wakes[0]!.from, position: x.wakes[0]!.position, presenceOnly: x.wakes[0]!.presenceOnly }, { from: start, position: start + 2, presenceOnly: true });
       // Presence writes that took no position (nothing changed) leave the others' announcement alone.
